@@ -1,0 +1,161 @@
+"""Command line: `python -m engine train|evaluate|predict|info|models|runs|cancel`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter off the terminal
+
+from engine.config import RunConfig  # noqa: E402
+from engine.errors import UserError  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m engine", description="Image Classification Studio engine.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="train a model in this process; prints the run directory last")
+    train.add_argument("--dataset", help="digits, tfds:NAME, a folder, a .zip or a .npz (default: digits)")
+    train.add_argument("--model", help="a model name from `python -m engine models`")
+    train.add_argument("--epochs", type=int)
+    train.add_argument("--batch-size", type=int)
+    train.add_argument("--image-size", type=int)
+    train.add_argument("--learning-rate", type=float)
+    train.add_argument("--seed", type=int)
+    train.add_argument("--runs-dir", type=Path, help="where run folders go (default: runs/)")
+    train.add_argument("--config", type=Path, help="a run config JSON; the flags above override it")
+    train.add_argument("--run-dir", type=Path, help=argparse.SUPPRESS)  # a run created by the dashboard
+
+    evaluate = commands.add_parser("evaluate", help="evaluate a run's best model on its test split")
+    evaluate.add_argument("run_dir", type=Path)
+
+    predict = commands.add_parser("predict", help="top-k predictions for image files, as JSON")
+    predict.add_argument("run_dir", type=Path)
+    predict.add_argument("images", nargs="+", type=Path)
+    predict.add_argument("--top-k", type=int, default=5)
+
+    info = commands.add_parser("info", help="a dataset summary as JSON")
+    info.add_argument("spec")
+    info.add_argument("--image-size", type=int, default=0)
+
+    commands.add_parser("models", help="the models you can train")
+
+    runs_command = commands.add_parser("runs", help="list runs and their state")
+    runs_command.add_argument("--runs-dir", type=Path)
+
+    cancel = commands.add_parser("cancel", help="ask a run to stop at its next batch")
+    cancel.add_argument("run_dir", type=Path)
+
+    args = parser.parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from engine import runs
+    from engine.training import train_run
+
+    if args.run_dir:
+        run_dir = args.run_dir
+    else:
+        config = RunConfig.load(args.config) if args.config else RunConfig()
+        overrides = {"data": {}, "model": {}, "train": {}}
+        for flag, section, key in (("dataset", "data", "spec"), ("image_size", "data", "image_size"), ("model", "model", "name"),
+                                   ("epochs", "train", "epochs"), ("batch_size", "train", "batch_size"),
+                                   ("learning_rate", "train", "learning_rate"), ("seed", "train", "seed")):
+            if getattr(args, flag) is not None:
+                overrides[section][key] = getattr(args, flag)
+        config = config.replace(**{k: v for k, v in overrides.items() if v})
+        _check_model_name(config.model.name)
+        run_dir = runs.create_run(config, args.runs_dir)
+        print(f"run {run_dir.name}: training {config.model.name} on {config.data.spec}", flush=True)
+    started = time.monotonic()
+    status = train_run(run_dir)
+    evaluation = runs.read_json(run_dir / "evaluation.json") or {}
+    summary = {"state": status.get("state"), "epochs": status.get("epochs_done"), "best_epoch": status.get("best_epoch"),
+               "test_accuracy": evaluation.get("accuracy"), "images_per_second": status.get("images_per_second"),
+               "seconds": round(time.monotonic() - started, 1)}
+    print(json.dumps(summary), flush=True)
+    if status.get("error"):
+        print(f"error: {status['error']}", file=sys.stderr)
+    print(run_dir, flush=True)
+    return 0 if status.get("state") == "completed" else 1
+
+
+def _check_model_name(name: str) -> None:
+    from engine.models import list_models
+
+    names = [model["name"] for model in list_models()]
+    if name not in names:
+        raise UserError(f"Unknown model '{name}'; choose one of {', '.join(names)}.")
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from engine.evaluation import evaluate_run
+
+    result = evaluate_run(args.run_dir)
+    brief = {key: result[key] for key in ("split", "count", "accuracy", "top_k", "top_k_accuracy", "misclassified_count")}
+    brief["macro_f1"] = result["macro_avg"]["f1-score"]
+    print(json.dumps(brief, indent=2))
+    return 0
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    from engine.predict import Predictor
+
+    predictor = Predictor(args.run_dir)
+    results = predictor.predict([(str(path), path) for path in args.images], top_k=args.top_k)
+    print(json.dumps(results, indent=2))
+    return 0 if all("top_k" in r for r in results) else 1
+
+
+def run_info(args: argparse.Namespace) -> int:
+    from engine.config import DataConfig
+    from engine.data import load_dataset
+
+    dataset = load_dataset(DataConfig(spec=args.spec, image_size=args.image_size))
+    print(json.dumps(dataset.summary(), indent=2, default=str))
+    return 0
+
+
+def run_models(args: argparse.Namespace) -> int:
+    from engine.models import list_models
+
+    for model in list_models():
+        print(f"{model['name']:<18} {model['family']:<13} {model['description']}")
+    return 0
+
+
+def run_runs(args: argparse.Namespace) -> int:
+    from engine.runs import list_runs
+
+    for run in list_runs(args.runs_dir):
+        accuracy = f"{run['test_accuracy']:.4f}" if run["test_accuracy"] is not None else "-"
+        print(f"{run['run_id']:<60} {run['state']:<10} test accuracy {accuracy}")
+    return 0
+
+
+def run_cancel(args: argparse.Namespace) -> int:
+    from engine.runs import request_cancel
+
+    status = request_cancel(args.run_dir)
+    print(f"cancel requested for {args.run_dir} (state {status.get('state')})")
+    return 0
+
+
+COMMANDS = {"train": run_train, "evaluate": run_evaluate, "predict": run_predict, "info": run_info,
+            "models": run_models, "runs": run_runs, "cancel": run_cancel}
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,153 @@
+"""Frozen dataclasses for data, augmentation, model and training, with a JSON round-trip.
+
+A run's `config.json` is `RunConfig.to_dict()`; `RunConfig.from_dict(json.load(...))` rebuilds it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from engine.errors import UserError
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    spec: str = "digits"  # digits, tfds:NAME, a folder, a .zip or a .npz
+    image_size: int = 0  # square side fed to the model; 0 picks one from the data (see data.auto_image_size)
+    resize: str = "squash"  # squash (like image_dataset_from_directory) or crop (centre crop to square)
+    validation_fraction: float = 0.15  # taken from train, stratified, when the source has no validation split
+    test_fraction: float = 0.15  # taken from train, stratified, when the source has no test split
+    split_seed: int = 42  # the same seed gives the same split
+    data_dir: str = ""  # tfds data_dir; empty means tfds' default (~/tensorflow_datasets)
+    train_split: str = ""  # tfds split specs such as "train[:80%]"; empty picks the dataset's own
+    validation_split: str = ""
+    test_split: str = ""
+    max_pixels: int = 40_000_000  # larger images are skipped and reported (decompression bombs)
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    horizontal_flip: bool = False
+    vertical_flip: bool = False
+    rotation: float = 0.0  # fraction of a full turn, as keras.layers.RandomRotation
+    zoom: float = 0.0  # fraction, as keras.layers.RandomZoom
+    translation: float = 0.0  # fraction of height and width, as keras.layers.RandomTranslation
+    brightness: float = 0.0  # fraction of the value range, as keras.layers.RandomBrightness
+    contrast: float = 0.0  # as keras.layers.RandomContrast
+    random_crop: float = 0.0  # fraction of the side cropped away at random, then resized back
+
+    @property
+    def enabled(self) -> bool:
+        return any(getattr(self, item.name) for item in fields(self))
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = "default_cnn"  # see `python -m engine models`
+    # custom_cnn (and default_cnn, which is custom_cnn with these defaults)
+    blocks: int = 3
+    filters: int = 32  # filters of the first block; each block doubles them
+    kernel_size: int = 3
+    batch_norm: bool = True
+    dropout: float = 0.3
+    dense_units: int = 128
+    pooling: str = "global_average"  # global_average or flatten
+    # transfer learning from keras.applications
+    weights: str = "imagenet"  # imagenet, none, or the path of a local weights file
+    mode: str = "feature_extraction"  # feature_extraction, fine_tuning or two_phase
+    fine_tune_layers: int = 20  # layers unfrozen at the top of the base, when fine_tune_from is empty
+    fine_tune_from: str = ""  # unfreeze from this named layer on, such as VGG16's block5_conv3
+    fine_tune_learning_rate_factor: float = 0.1  # fine-tuning learning rate = learning_rate * factor
+    head_epochs: int = 0  # two_phase: epochs with the base frozen; 0 means half of the epochs
+    head_dropout: float = 0.2
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 30
+    batch_size: int = 32
+    optimizer: str = "adam"  # adam, adamw, sgd or rmsprop
+    learning_rate: float = 1e-3
+    schedule: str = "constant"  # constant, cosine, or plateau (halve on a val_loss plateau)
+    early_stopping_patience: int = 6  # epochs without val_loss improvement; 0 turns it off
+    class_weights: bool = False  # weight classes by inverse frequency
+    label_smoothing: float = 0.0
+    seed: int = 42
+    mixed_precision: bool = False  # used only on a GPU
+    steps_per_execution: int = 1
+    history_every_steps: int = 0  # in-epoch history lines; 0 picks about 10 per epoch
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, value: dict[str, Any]) -> RunConfig:
+        unknown = set(value) - {item.name for item in fields(cls)}
+        if unknown:
+            raise UserError(f"The run config has unknown sections {sorted(unknown)}; use data, augment, model and train.")
+        parts = {}
+        for item in fields(cls):
+            section_type = item.default_factory  # type: ignore[misc]
+            parts[item.name] = section_from_dict(section_type, value.get(item.name, {}), item.name)
+        return cls(**parts)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> RunConfig:
+        return cls.from_dict(json.loads(text))
+
+    @classmethod
+    def load(cls, path: str | Path) -> RunConfig:
+        try:
+            return cls.from_json(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise UserError(f"The config file {path} does not exist; check the path.") from None
+        except json.JSONDecodeError as error:
+            raise UserError(f"The config file {path} is not valid JSON ({error.msg} at line {error.lineno}); fix it and retry.") from None
+
+    def replace(self, **sections: Any) -> RunConfig:
+        """Return a copy with some fields changed: replace(train={"epochs": 3})."""
+        changed = {}
+        for name, updates in sections.items():
+            section = getattr(self, name)
+            changed[name] = section_from_dict(type(section), {**dataclasses.asdict(section), **updates}, name)
+        return dataclasses.replace(self, **changed)
+
+
+def section_from_dict(section_type: type, value: dict[str, Any], name: str) -> Any:
+    """Build one config section, refusing unknown keys and casting numbers to the field's type."""
+    if not isinstance(value, dict):
+        raise UserError(f"The config section '{name}' must be a JSON object.")
+    known = {item.name: item for item in fields(section_type)}
+    unknown = set(value) - set(known)
+    if unknown:
+        raise UserError(f"The config section '{name}' has unknown keys {sorted(unknown)}; known keys are {sorted(known)}.")
+    cast = {}
+    for key, raw in value.items():
+        default = getattr(section_type(), key)
+        try:
+            if isinstance(default, bool):
+                cast[key] = raw if isinstance(raw, bool) else str(raw).lower() in {"1", "true", "yes", "on"}
+            elif isinstance(default, int):
+                cast[key] = int(raw)
+            elif isinstance(default, float):
+                cast[key] = float(raw)
+            else:
+                cast[key] = "" if raw is None else str(raw)
+        except (TypeError, ValueError):
+            raise UserError(f"The config value {name}.{key}={raw!r} is not a valid {type(default).__name__}.") from None
+    return section_type(**cast)

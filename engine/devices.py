@@ -1,0 +1,83 @@
+"""Which devices TensorFlow sees, and the tf.distribute strategy a training process uses.
+
+Chosen once at process start: MultiWorkerMirroredStrategy when TF_CONFIG is set, MirroredStrategy
+over several GPUs, the default strategy on one GPU or the CPU. STUDIO_CPU_DEVICES=N splits the CPU
+into N logical devices under MirroredStrategy, which is how the several-device path is tested
+on a machine without GPUs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+
+def describe_devices() -> dict[str, Any]:
+    """CPU and GPUs TensorFlow sees, with GPU names, for the dashboard's home page."""
+    import tensorflow as tf
+
+    gpus = []
+    for gpu in tf.config.list_physical_devices("GPU"):
+        try:
+            details = tf.config.experimental.get_device_details(gpu)
+        except (ValueError, RuntimeError):
+            details = {}
+        gpus.append({"name": gpu.name, "model": details.get("device_name", "GPU")})
+    return {
+        "tensorflow": tf.__version__,
+        "cpus": len(tf.config.list_physical_devices("CPU")),
+        "cpu_cores": os.cpu_count(),
+        "gpus": gpus,
+        "built_with_cuda": tf.test.is_built_with_cuda(),
+    }
+
+
+def choose_strategy(cpu_devices: int | None = None):
+    """Configure devices and return (strategy, description); call before building any model."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    for gpu in gpus:
+        try:
+            tf.config.experimental.set_memory_growth(gpu, True)
+        except RuntimeError:
+            pass  # already initialised: growth cannot change any more, and that is harmless
+    cpu_devices = cpu_devices if cpu_devices is not None else int(os.environ.get("STUDIO_CPU_DEVICES", "0") or 0)
+    if os.environ.get("TF_CONFIG"):
+        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+        task = json.loads(os.environ["TF_CONFIG"]).get("task", {})
+        device = f"{len(gpus)} GPU(s) per worker, worker {task.get('index', 0)}" if gpus else f"CPU, worker {task.get('index', 0)}"
+    elif len(gpus) > 1:
+        strategy = tf.distribute.MirroredStrategy()
+        device = f"{len(gpus)} GPUs: " + ", ".join(_gpu_model(g) for g in gpus)
+    elif gpus:
+        strategy = tf.distribute.get_strategy()
+        device = f"GPU: {_gpu_model(gpus[0])}"
+    elif cpu_devices > 1:
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        try:
+            tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * cpu_devices)
+        except RuntimeError:
+            pass  # already split earlier in this process
+        logical = [d.name for d in tf.config.list_logical_devices("CPU")]
+        strategy = tf.distribute.MirroredStrategy(logical)
+        device = f"CPU split into {len(logical)} logical devices"
+    else:
+        strategy = tf.distribute.get_strategy()
+        device = "CPU"
+    return strategy, {
+        "device": device,
+        "strategy": type(strategy).__name__,
+        "replicas": int(strategy.num_replicas_in_sync),
+        "gpus": len(gpus),
+    }
+
+
+def _gpu_model(gpu) -> str:
+    import tensorflow as tf
+
+    try:
+        return tf.config.experimental.get_device_details(gpu).get("device_name", gpu.name)
+    except (ValueError, RuntimeError):
+        return gpu.name
