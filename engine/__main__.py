@@ -9,18 +9,26 @@ import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter off the terminal
+os.environ.setdefault(
+    "TF_CPP_MIN_LOG_LEVEL", "2"
+)  # keep TensorFlow's start-up chatter off the terminal
 
 from engine.config import RunConfig  # noqa: E402
 from engine.errors import UserError  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m engine", description="Image Classification Studio engine.")
+    parser = argparse.ArgumentParser(
+        prog="python -m engine", description="Image Classification Studio engine."
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
-    train = commands.add_parser("train", help="train a model in this process; prints the run directory last")
-    train.add_argument("--dataset", help="digits, tfds:NAME, a folder, a .zip or a .npz (default: digits)")
+    train = commands.add_parser(
+        "train", help="train a model in this process; prints the run directory last"
+    )
+    train.add_argument(
+        "--dataset", help="digits, tfds:NAME, a folder, a .zip or a .npz (default: digits)"
+    )
     train.add_argument("--model", help="a model name from `python -m engine models`")
     train.add_argument("--epochs", type=int)
     train.add_argument("--batch-size", type=int)
@@ -29,7 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--seed", type=int)
     train.add_argument("--runs-dir", type=Path, help="where run folders go (default: runs/)")
     train.add_argument("--config", type=Path, help="a run config JSON; the flags above override it")
-    train.add_argument("--run-dir", type=Path, help=argparse.SUPPRESS)  # a run created by the dashboard
+    train.add_argument(
+        "--run-dir", type=Path, help=argparse.SUPPRESS
+    )  # a run created by the dashboard
 
     evaluate = commands.add_parser("evaluate", help="evaluate a run's best model on its test split")
     evaluate.add_argument("run_dir", type=Path)
@@ -64,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_train(args: argparse.Namespace) -> int:
     from engine import runs
+    from engine.jsonio import read_json
     from engine.training import train_run
 
     if args.run_dir:
@@ -71,9 +82,15 @@ def run_train(args: argparse.Namespace) -> int:
     else:
         config = RunConfig.load(args.config) if args.config else RunConfig()
         overrides = {"data": {}, "model": {}, "train": {}}
-        for flag, section, key in (("dataset", "data", "spec"), ("image_size", "data", "image_size"), ("model", "model", "name"),
-                                   ("epochs", "train", "epochs"), ("batch_size", "train", "batch_size"),
-                                   ("learning_rate", "train", "learning_rate"), ("seed", "train", "seed")):
+        for flag, section, key in (
+            ("dataset", "data", "spec"),
+            ("image_size", "data", "image_size"),
+            ("model", "model", "name"),
+            ("epochs", "train", "epochs"),
+            ("batch_size", "train", "batch_size"),
+            ("learning_rate", "train", "learning_rate"),
+            ("seed", "train", "seed"),
+        ):
             if getattr(args, flag) is not None:
                 overrides[section][key] = getattr(args, flag)
         config = config.replace(**{k: v for k, v in overrides.items() if v})
@@ -82,10 +99,15 @@ def run_train(args: argparse.Namespace) -> int:
         print(f"run {run_dir.name}: training {config.model.name} on {config.data.spec}", flush=True)
     started = time.monotonic()
     status = train_run(run_dir)
-    evaluation = runs.read_json(run_dir / "evaluation.json") or {}
-    summary = {"state": status.get("state"), "epochs": status.get("epochs_done"), "best_epoch": status.get("best_epoch"),
-               "test_accuracy": evaluation.get("accuracy"), "images_per_second": status.get("images_per_second"),
-               "seconds": round(time.monotonic() - started, 1)}
+    evaluation = read_json(run_dir / "evaluation.json") or {}
+    summary = {
+        "state": status.get("state"),
+        "epochs": status.get("epochs_done"),
+        "best_epoch": status.get("best_epoch"),
+        "test_accuracy": evaluation.get("accuracy"),
+        "images_per_second": status.get("images_per_second"),
+        "seconds": round(time.monotonic() - started, 1),
+    }
     print(json.dumps(summary), flush=True)
     if status.get("error"):
         print(f"error: {status['error']}", file=sys.stderr)
@@ -105,7 +127,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from engine.evaluation import evaluate_run
 
     result = evaluate_run(args.run_dir)
-    brief = {key: result[key] for key in ("split", "count", "accuracy", "top_k", "top_k_accuracy", "misclassified_count")}
+    brief = {
+        key: result[key]
+        for key in ("split", "count", "accuracy", "top_k", "top_k_accuracy", "misclassified_count")
+    }
     brief["macro_f1"] = result["macro_avg"]["f1-score"]
     print(json.dumps(brief, indent=2))
     return 0
@@ -154,8 +179,15 @@ def run_cancel(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": run_train, "evaluate": run_evaluate, "predict": run_predict, "info": run_info,
-            "models": run_models, "runs": run_runs, "cancel": run_cancel}
+COMMANDS = {
+    "train": run_train,
+    "evaluate": run_evaluate,
+    "predict": run_predict,
+    "info": run_info,
+    "models": run_models,
+    "runs": run_runs,
+    "cancel": run_cancel,
+}
 
 if __name__ == "__main__":
     sys.exit(main())

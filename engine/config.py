@@ -17,9 +17,15 @@ from engine.errors import UserError
 @dataclass(frozen=True)
 class DataConfig:
     spec: str = "digits"  # digits, tfds:NAME, a folder, a .zip or a .npz
-    image_size: int = 0  # square side fed to the model; 0 picks one from the data (see data.auto_image_size)
-    resize: str = "squash"  # squash (like image_dataset_from_directory) or crop (centre crop to square)
-    validation_fraction: float = 0.15  # taken from train, stratified, when the source has no validation split
+    image_size: int = (
+        0  # square side fed to the model; 0 picks one from the data (see data.auto_image_size)
+    )
+    resize: str = (
+        "squash"  # squash (like image_dataset_from_directory) or crop (centre crop to square)
+    )
+    validation_fraction: float = (
+        0.15  # taken from train, stratified, when the source has no validation split
+    )
     test_fraction: float = 0.15  # taken from train, stratified, when the source has no test split
     split_seed: int = 42  # the same seed gives the same split
     data_dir: str = ""  # tfds data_dir; empty means tfds' default (~/tensorflow_datasets)
@@ -59,9 +65,13 @@ class ModelConfig:
     # transfer learning from keras.applications
     weights: str = "imagenet"  # imagenet, none, or the path of a local weights file
     mode: str = "feature_extraction"  # feature_extraction, fine_tuning or two_phase
-    fine_tune_layers: int = 20  # layers unfrozen at the top of the base, when fine_tune_from is empty
+    fine_tune_layers: int = (
+        20  # layers unfrozen at the top of the base, when fine_tune_from is empty
+    )
     fine_tune_from: str = ""  # unfreeze from this named layer on, such as VGG16's block5_conv3
-    fine_tune_learning_rate_factor: float = 0.1  # fine-tuning learning rate = learning_rate * factor
+    fine_tune_learning_rate_factor: float = (
+        0.1  # fine-tuning learning rate = learning_rate * factor
+    )
     head_epochs: int = 0  # two_phase: epochs with the base frozen; 0 means half of the epochs
     head_dropout: float = 0.2
 
@@ -96,7 +106,9 @@ class RunConfig:
     def from_dict(cls, value: dict[str, Any]) -> RunConfig:
         unknown = set(value) - {item.name for item in fields(cls)}
         if unknown:
-            raise UserError(f"The run config has unknown sections {sorted(unknown)}; use data, augment, model and train.")
+            raise UserError(
+                f"The run config has unknown sections {sorted(unknown)}; use data, augment, model and train."
+            )
         parts = {}
         for item in fields(cls):
             section_type = item.default_factory  # type: ignore[misc]
@@ -117,14 +129,18 @@ class RunConfig:
         except FileNotFoundError:
             raise UserError(f"The config file {path} does not exist; check the path.") from None
         except json.JSONDecodeError as error:
-            raise UserError(f"The config file {path} is not valid JSON ({error.msg} at line {error.lineno}); fix it and retry.") from None
+            raise UserError(
+                f"The config file {path} is not valid JSON ({error.msg} at line {error.lineno}); fix it and retry."
+            ) from None
 
     def replace(self, **sections: Any) -> RunConfig:
         """Return a copy with some fields changed: replace(train={"epochs": 3})."""
         changed = {}
         for name, updates in sections.items():
             section = getattr(self, name)
-            changed[name] = section_from_dict(type(section), {**dataclasses.asdict(section), **updates}, name)
+            changed[name] = section_from_dict(
+                type(section), {**dataclasses.asdict(section), **updates}, name
+            )
         return dataclasses.replace(self, **changed)
 
 
@@ -135,13 +151,17 @@ def section_from_dict(section_type: type, value: dict[str, Any], name: str) -> A
     known = {item.name: item for item in fields(section_type)}
     unknown = set(value) - set(known)
     if unknown:
-        raise UserError(f"The config section '{name}' has unknown keys {sorted(unknown)}; known keys are {sorted(known)}.")
+        raise UserError(
+            f"The config section '{name}' has unknown keys {sorted(unknown)}; known keys are {sorted(known)}."
+        )
     cast = {}
     for key, raw in value.items():
         default = getattr(section_type(), key)
         try:
             if isinstance(default, bool):
-                cast[key] = raw if isinstance(raw, bool) else str(raw).lower() in {"1", "true", "yes", "on"}
+                cast[key] = (
+                    raw if isinstance(raw, bool) else str(raw).lower() in {"1", "true", "yes", "on"}
+                )
             elif isinstance(default, int):
                 cast[key] = int(raw)
             elif isinstance(default, float):
@@ -149,5 +169,7 @@ def section_from_dict(section_type: type, value: dict[str, Any], name: str) -> A
             else:
                 cast[key] = "" if raw is None else str(raw)
         except (TypeError, ValueError):
-            raise UserError(f"The config value {name}.{key}={raw!r} is not a valid {type(default).__name__}.") from None
+            raise UserError(
+                f"The config value {name}.{key}={raw!r} is not a valid {type(default).__name__}."
+            ) from None
     return section_type(**cast)

@@ -8,6 +8,7 @@ on a machine without GPUs.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from typing import Any
@@ -39,15 +40,22 @@ def choose_strategy(cpu_devices: int | None = None):
 
     gpus = tf.config.list_physical_devices("GPU")
     for gpu in gpus:
-        try:
+        # Already initialised devices cannot change growth any more, and that is harmless.
+        with contextlib.suppress(RuntimeError):
             tf.config.experimental.set_memory_growth(gpu, True)
-        except RuntimeError:
-            pass  # already initialised: growth cannot change any more, and that is harmless
-    cpu_devices = cpu_devices if cpu_devices is not None else int(os.environ.get("STUDIO_CPU_DEVICES", "0") or 0)
+    cpu_devices = (
+        cpu_devices
+        if cpu_devices is not None
+        else int(os.environ.get("STUDIO_CPU_DEVICES", "0") or 0)
+    )
     if os.environ.get("TF_CONFIG"):
         strategy = tf.distribute.MultiWorkerMirroredStrategy()
         task = json.loads(os.environ["TF_CONFIG"]).get("task", {})
-        device = f"{len(gpus)} GPU(s) per worker, worker {task.get('index', 0)}" if gpus else f"CPU, worker {task.get('index', 0)}"
+        device = (
+            f"{len(gpus)} GPU(s) per worker, worker {task.get('index', 0)}"
+            if gpus
+            else f"CPU, worker {task.get('index', 0)}"
+        )
     elif len(gpus) > 1:
         strategy = tf.distribute.MirroredStrategy()
         device = f"{len(gpus)} GPUs: " + ", ".join(_gpu_model(g) for g in gpus)
@@ -56,10 +64,10 @@ def choose_strategy(cpu_devices: int | None = None):
         device = f"GPU: {_gpu_model(gpus[0])}"
     elif cpu_devices > 1:
         cpu = tf.config.list_physical_devices("CPU")[0]
-        try:
-            tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * cpu_devices)
-        except RuntimeError:
-            pass  # already split earlier in this process
+        with contextlib.suppress(RuntimeError):  # already split earlier in this process
+            tf.config.set_logical_device_configuration(
+                cpu, [tf.config.LogicalDeviceConfiguration()] * cpu_devices
+            )
         logical = [d.name for d in tf.config.list_logical_devices("CPU")]
         strategy = tf.distribute.MirroredStrategy(logical)
         device = f"CPU split into {len(logical)} logical devices"

@@ -18,7 +18,9 @@ from engine.jsonio import atomic_write_bytes, read_json, write_json
 GALLERY_SIZE = 48
 
 
-def compute_metrics(labels: np.ndarray, probabilities: np.ndarray, class_names: list[str], top_k: int = 5) -> dict:
+def compute_metrics(
+    labels: np.ndarray, probabilities: np.ndarray, class_names: list[str], top_k: int = 5
+) -> dict:
     """Accuracy, top-k accuracy, per-class report and confusion matrix of predicted probabilities."""
     labels = np.asarray(labels, dtype=np.int64)
     probabilities = np.asarray(probabilities, dtype=np.float64)
@@ -26,16 +28,33 @@ def compute_metrics(labels: np.ndarray, probabilities: np.ndarray, class_names: 
     predicted = probabilities.argmax(axis=1)
     class_ids = list(range(num_classes))
     top_k = max(1, min(top_k, num_classes - 1)) if num_classes > 2 else 1
-    report = metrics.classification_report(labels, predicted, labels=class_ids, target_names=class_names,
-                                           output_dict=True, zero_division=0)
-    per_class = [{"class": name, "precision": report[name]["precision"], "recall": report[name]["recall"],
-                  "f1": report[name]["f1-score"], "support": int(report[name]["support"])} for name in class_names]
+    report = metrics.classification_report(
+        labels,
+        predicted,
+        labels=class_ids,
+        target_names=class_names,
+        output_dict=True,
+        zero_division=0,
+    )
+    per_class = [
+        {
+            "class": name,
+            "precision": report[name]["precision"],
+            "recall": report[name]["recall"],
+            "f1": report[name]["f1-score"],
+            "support": int(report[name]["support"]),
+        }
+        for name in class_names
+    ]
     return {
         "count": int(len(labels)),
         "accuracy": float(metrics.accuracy_score(labels, predicted)),
         "top_k": top_k,
-        "top_k_accuracy": float(metrics.top_k_accuracy_score(labels, probabilities, k=top_k, labels=class_ids))
-        if num_classes > 2 else float(metrics.accuracy_score(labels, predicted)),
+        "top_k_accuracy": float(
+            metrics.top_k_accuracy_score(labels, probabilities, k=top_k, labels=class_ids)
+        )
+        if num_classes > 2
+        else float(metrics.accuracy_score(labels, predicted)),
         "macro_avg": report["macro avg"],
         "weighted_avg": report["weighted avg"],
         "per_class": per_class,
@@ -44,8 +63,14 @@ def compute_metrics(labels: np.ndarray, probabilities: np.ndarray, class_names: 
     }
 
 
-def error_analysis(labels: np.ndarray, probabilities: np.ndarray, class_names: list[str], names: list[str],
-                   indices: np.ndarray, limit: int = GALLERY_SIZE) -> dict:
+def error_analysis(
+    labels: np.ndarray,
+    probabilities: np.ndarray,
+    class_names: list[str],
+    names: list[str],
+    indices: np.ndarray,
+    limit: int = GALLERY_SIZE,
+) -> dict:
     """Misclassified items, the highest-loss items and the most-confused class pairs."""
     labels = np.asarray(labels, dtype=np.int64)
     predicted = probabilities.argmax(axis=1)
@@ -53,20 +78,37 @@ def error_analysis(labels: np.ndarray, probabilities: np.ndarray, class_names: l
     losses = -np.log(np.clip(true_probability, 1e-12, 1.0))
 
     def item(position: int) -> dict:
-        return {"index": int(indices[position]), "name": names[position],
-                "true": class_names[labels[position]], "predicted": class_names[predicted[position]],
-                "true_id": int(labels[position]), "predicted_id": int(predicted[position]),
-                "confidence": float(probabilities[position, predicted[position]]),
-                "true_probability": float(true_probability[position]), "loss": float(losses[position])}
+        return {
+            "index": int(indices[position]),
+            "name": names[position],
+            "true": class_names[labels[position]],
+            "predicted": class_names[predicted[position]],
+            "true_id": int(labels[position]),
+            "predicted_id": int(predicted[position]),
+            "confidence": float(probabilities[position, predicted[position]]),
+            "true_probability": float(true_probability[position]),
+            "loss": float(losses[position]),
+        }
 
     wrong = np.flatnonzero(predicted != labels)
     wrong = wrong[np.argsort(-probabilities[wrong, predicted[wrong]])]  # confident mistakes first
     highest = np.argsort(-losses)[:limit]
     matrix = metrics.confusion_matrix(labels, predicted, labels=list(range(len(class_names))))
-    off_diagonal = [(int(matrix[t, p]), t, p) for t in range(len(class_names)) for p in range(len(class_names))
-                    if t != p and matrix[t, p] > 0]
-    pairs = [{"true": class_names[t], "predicted": class_names[p], "count": count,
-              "share_of_true": count / max(int(matrix[t].sum()), 1)} for count, t, p in sorted(off_diagonal, reverse=True)[:20]]
+    off_diagonal = [
+        (int(matrix[t, p]), t, p)
+        for t in range(len(class_names))
+        for p in range(len(class_names))
+        if t != p and matrix[t, p] > 0
+    ]
+    pairs = [
+        {
+            "true": class_names[t],
+            "predicted": class_names[p],
+            "count": count,
+            "share_of_true": count / max(int(matrix[t].sum()), 1),
+        }
+        for count, t, p in sorted(off_diagonal, reverse=True)[:20]
+    ]
     return {
         "misclassified_count": int(len(wrong)),
         "misclassified": [item(int(p)) for p in wrong],
@@ -75,7 +117,9 @@ def error_analysis(labels: np.ndarray, probabilities: np.ndarray, class_names: l
     }
 
 
-def predict_split(model, dataset, split: str, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def predict_split(
+    model, dataset, split: str, batch_size: int = 64
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(item numbers, labels, probabilities) of a split, in a fixed order."""
     indices = dataset.indices(split)
     pipeline = dataset.pipeline(split, batch_size)
@@ -98,12 +142,17 @@ def evaluate_run(run_dir: Path, split: str = "", top_k: int = 5) -> dict:
     indices, labels, probabilities = predict_split(model, dataset, split)
     names = [dataset.item_name(i) for i in indices]
     result = {
-        "run_id": run_dir.name, "split": split, "model_file": model_file.name, "dataset": config.data.spec,
+        "run_id": run_dir.name,
+        "split": split,
+        "model_file": model_file.name,
+        "dataset": config.data.spec,
         **compute_metrics(labels, probabilities, dataset.class_names, top_k),
         **error_analysis(labels, probabilities, dataset.class_names, names, indices),
     }
     buffer = io.BytesIO()
-    np.savez_compressed(buffer, indices=indices, labels=labels, probabilities=probabilities.astype(np.float32))
+    np.savez_compressed(
+        buffer, indices=indices, labels=labels, probabilities=probabilities.astype(np.float32)
+    )
     atomic_write_bytes(run_dir / "predictions.npz", buffer.getvalue())
     write_json(run_dir / "evaluation.json", result)
     return result

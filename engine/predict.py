@@ -10,6 +10,7 @@ import numpy as np
 from engine import runs
 from engine.data.images import ImageError, load_resized
 from engine.errors import UserError
+from engine.jsonio import read_json
 
 
 def load_model(model_file: str | os.PathLike):
@@ -20,12 +21,18 @@ def load_model(model_file: str | os.PathLike):
 
     model_file = Path(model_file)
     if not model_file.is_file():
-        raise UserError(f"The model file {model_file} does not exist; train the run again or pick another run.")
+        raise UserError(
+            f"The model file {model_file} does not exist; train the run again or pick another run."
+        )
     try:
         return keras.models.load_model(model_file, compile=False)
-    except Exception as error:  # Keras raises many types for a bad file; all mean the same to the user
-        raise UserError(f"The model file {model_file.name} could not be loaded ({type(error).__name__}); "
-                        "it may be damaged or from an incompatible Keras version: train the run again.") from None
+    except (
+        Exception
+    ) as error:  # Keras raises many types for a bad file; all mean the same to the user
+        raise UserError(
+            f"The model file {model_file.name} could not be loaded ({type(error).__name__}); "
+            "it may be damaged or from an incompatible Keras version: train the run again."
+        ) from None
 
 
 class Predictor:
@@ -34,18 +41,27 @@ class Predictor:
     def __init__(self, run_dir: str | os.PathLike, model=None):
         self.run_dir = Path(run_dir)
         self.config = runs.load_config(self.run_dir)
-        report = runs.read_json(self.run_dir / "load_report.json") or {}
+        report = read_json(self.run_dir / "load_report.json") or {}
         self.class_names: list[str] = report.get("class_names") or []
         self.image_size: int = int(report.get("image_size") or self.config.data.image_size)
         if not self.class_names or not self.image_size:
-            raise UserError(f"Run {self.run_dir.name} has no load report (it did not finish loading its data); pick a completed run.")
+            raise UserError(
+                f"Run {self.run_dir.name} has no load report (it did not finish loading its data); pick a completed run."
+            )
         self.model = model if model is not None else load_model(runs.model_path(self.run_dir))
 
     def preprocess(self, source: str | os.PathLike | bytes) -> np.ndarray:
         """One image file or its bytes -> image_size x image_size x 3 float32 in [0, 255]."""
-        return load_resized(source, self.image_size, self.config.data.resize, self.config.data.max_pixels).astype(np.float32)
+        return load_resized(
+            source, self.image_size, self.config.data.resize, self.config.data.max_pixels
+        ).astype(np.float32)
 
-    def predict(self, sources: list[tuple[str, str | os.PathLike | bytes]], top_k: int = 5, batch_size: int = 64) -> list[dict]:
+    def predict(
+        self,
+        sources: list[tuple[str, str | os.PathLike | bytes]],
+        top_k: int = 5,
+        batch_size: int = 64,
+    ) -> list[dict]:
         """For each (name, path or bytes): {"file", "top_k": [{"label", "probability"}]} or {"file", "error"}."""
         results: list[dict] = [{"file": name} for name, _ in sources]
         images, positions = [], []
@@ -62,7 +78,9 @@ class Predictor:
             k = max(1, min(top_k, len(self.class_names)))
             for position, row in zip(positions, probabilities, strict=True):
                 order = np.argsort(-row)[:k]
-                results[position]["top_k"] = [{"label": self.class_names[i], "probability": float(row[i])} for i in order]
+                results[position]["top_k"] = [
+                    {"label": self.class_names[i], "probability": float(row[i])} for i in order
+                ]
         return results
 
     def probabilities(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
@@ -70,4 +88,6 @@ class Predictor:
         if len(images) <= batch_size:
             # Calling the model directly skips predict()'s per-call set-up, which dominates for one image.
             return np.asarray(self.model(images, training=False), dtype=np.float64)
-        return np.asarray(self.model.predict(images, batch_size=batch_size, verbose=0), dtype=np.float64)
+        return np.asarray(
+            self.model.predict(images, batch_size=batch_size, verbose=0), dtype=np.float64
+        )

@@ -6,6 +6,7 @@ dashboard, the tests). Every JSON file is written atomically; history is appende
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import signal
@@ -36,7 +37,11 @@ def now_iso() -> str:
 def dataset_label(spec: str) -> str:
     """A short, file-name-safe name for a dataset spec."""
     name = spec.removeprefix("tfds:").rstrip("/\\")
-    name = Path(name).stem if ("/" in name or "\\" in name or "." in name) and not spec.startswith("tfds:") else name
+    name = (
+        Path(name).stem
+        if ("/" in name or "\\" in name or "." in name) and not spec.startswith("tfds:")
+        else name
+    )
     return "".join(c if c.isalnum() or c in "-_" else "-" for c in name)[:32] or "data"
 
 
@@ -48,7 +53,9 @@ def create_run(config: RunConfig, runs_dir: Path | None = None) -> Path:
     run_dir = runs_dir / run_id
     run_dir.mkdir(parents=True)
     write_json(run_dir / "config.json", config.to_dict())
-    write_json(run_dir / "status.json", {"run_id": run_id, "state": "queued", "created_at": now_iso()})
+    write_json(
+        run_dir / "status.json", {"run_id": run_id, "state": "queued", "created_at": now_iso()}
+    )
     return run_dir
 
 
@@ -57,11 +64,16 @@ def launch_run(config: RunConfig, runs_dir: Path | None = None) -> Path:
     run_dir = create_run(config, runs_dir).resolve()
     project_root = str(Path(__file__).resolve().parent.parent)
     environment = dict(os.environ)
-    environment["PYTHONPATH"] = os.pathsep.join(filter(None, [project_root, environment.get("PYTHONPATH")]))
+    environment["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [project_root, environment.get("PYTHONPATH")])
+    )
     with open(run_dir / "log.txt", "ab") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "engine", "train", "--run-dir", str(run_dir)],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=environment,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=environment,
             start_new_session=True,  # closing the dashboard or its tab must not stop the run
         )
     (run_dir / PID_FILE).write_text(str(process.pid))
@@ -71,7 +83,9 @@ def launch_run(config: RunConfig, runs_dir: Path | None = None) -> Path:
 def load_config(run_dir: Path) -> RunConfig:
     value = read_json(Path(run_dir) / "config.json")
     if value is None:
-        raise UserError(f"{run_dir} is not a run directory (it has no config.json); pick a folder under runs/.")
+        raise UserError(
+            f"{run_dir} is not a run directory (it has no config.json); pick a folder under runs/."
+        )
     return RunConfig.from_dict(value)
 
 
@@ -103,10 +117,16 @@ def process_alive(pid: int | None) -> bool:
 def read_status(run_dir: Path) -> dict:
     """status.json, with a run whose process died without saying so shown as failed."""
     run_dir = Path(run_dir)
-    status = read_json(run_dir / "status.json", {"state": "failed", "error": "status.json is missing"})
+    status = read_json(
+        run_dir / "status.json", {"state": "failed", "error": "status.json is missing"}
+    )
     if not status.get("pid") and (run_dir / PID_FILE).is_file():
         status["pid"] = int((run_dir / PID_FILE).read_text().strip() or 0)
-    if status.get("state") in ACTIVE_STATES and status.get("pid") and not process_alive(status.get("pid")):
+    if (
+        status.get("state") in ACTIVE_STATES
+        and status.get("pid")
+        and not process_alive(status.get("pid"))
+    ):
         status = status | {
             "state": "failed",
             "error": f"The training process (pid {status.get('pid')}) ended without reporting; it was killed or the machine stopped.",
@@ -126,11 +146,13 @@ def request_cancel(run_dir: Path) -> dict:
     run_dir = Path(run_dir)
     (run_dir / CANCEL_FILE).write_text(now_iso())
     status = read_status(run_dir)
-    if status.get("state") in ACTIVE_STATES and status.get("pid") and process_alive(status.get("pid")):
-        try:
+    if (
+        status.get("state") in ACTIVE_STATES
+        and status.get("pid")
+        and process_alive(status.get("pid"))
+    ):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(int(status["pid"]), signal.SIGTERM)
-        except (ProcessLookupError, PermissionError):
-            pass
     return status
 
 
@@ -144,7 +166,9 @@ def model_path(run_dir: Path, which: str = "best") -> Path:
     for name in (f"{which}.keras", "best.keras", "last.keras"):
         if (run_dir / name).is_file():
             return run_dir / name
-    raise UserError(f"Run {run_dir.name} has no saved model yet; wait for its first epoch or train it again.")
+    raise UserError(
+        f"Run {run_dir.name} has no saved model yet; wait for its first epoch or train it again."
+    )
 
 
 def list_runs(runs_dir: Path | None = None) -> list[dict]:
@@ -158,17 +182,21 @@ def list_runs(runs_dir: Path | None = None) -> list[dict]:
             continue
         status = read_status(run_dir)
         evaluation = read_json(run_dir / "evaluation.json", {}) or {}
-        result.append({
-            "run_id": run_dir.name,
-            "path": str(run_dir),
-            "state": status.get("state"),
-            "created_at": status.get("created_at"),
-            "status": status,
-            "config": read_json(run_dir / "config.json", {}),
-            "test_accuracy": evaluation.get("accuracy"),
-            "macro_f1": (evaluation.get("macro_avg") or {}).get("f1-score"),
-            "mtime": (run_dir / "status.json").stat().st_mtime if (run_dir / "status.json").exists() else 0,
-        })
+        result.append(
+            {
+                "run_id": run_dir.name,
+                "path": str(run_dir),
+                "state": status.get("state"),
+                "created_at": status.get("created_at"),
+                "status": status,
+                "config": read_json(run_dir / "config.json", {}),
+                "test_accuracy": evaluation.get("accuracy"),
+                "macro_f1": (evaluation.get("macro_avg") or {}).get("f1-score"),
+                "mtime": (run_dir / "status.json").stat().st_mtime
+                if (run_dir / "status.json").exists()
+                else 0,
+            }
+        )
     return sorted(result, key=lambda r: (r["created_at"] or "", r["run_id"]), reverse=True)
 
 

@@ -35,7 +35,9 @@ def train_run(run_dir: Path) -> dict:
     """Train the run in run_dir in this process; returns its final status."""
     run_dir = Path(run_dir)
     config = runs.load_config(run_dir)
-    runs.update_status(run_dir, pid=os.getpid(), state="queued", phase="waiting for other runs to finish")
+    runs.update_status(
+        run_dir, pid=os.getpid(), state="queued", phase="waiting for other runs to finish"
+    )
     cancel_flag = {"set": False}
 
     def on_signal(signum, frame):
@@ -56,16 +58,26 @@ def train_run(run_dir: Path) -> dict:
             from engine.evaluation import evaluate_run
 
             evaluate_run(run_dir)
-        return runs.update_status(run_dir, state=state, ended_at=runs.now_iso(), phase=state, **result)
+        return runs.update_status(
+            run_dir, state=state, ended_at=runs.now_iso(), phase=state, **result
+        )
     except _Cancelled:
-        return runs.update_status(run_dir, state="cancelled", ended_at=runs.now_iso(), phase="cancelled")
+        return runs.update_status(
+            run_dir, state="cancelled", ended_at=runs.now_iso(), phase="cancelled"
+        )
     except UserError as error:
-        return runs.update_status(run_dir, state="failed", ended_at=runs.now_iso(), error=str(error))
+        return runs.update_status(
+            run_dir, state="failed", ended_at=runs.now_iso(), error=str(error)
+        )
     except Exception as error:  # anything else is a bug: keep its traceback beside the run
         (run_dir / "error.log").write_text(traceback.format_exc())
         message = f"{type(error).__name__}: {error}".strip()
-        return runs.update_status(run_dir, state="failed", ended_at=runs.now_iso(),
-                                  error=f"Training stopped with an internal error ({message[:300]}); see error.log in the run folder.")
+        return runs.update_status(
+            run_dir,
+            state="failed",
+            ended_at=runs.now_iso(),
+            error=f"Training stopped with an internal error ({message[:300]}); see error.log in the run folder.",
+        )
     finally:
         if lock is not None:
             lock.close()
@@ -73,7 +85,7 @@ def train_run(run_dir: Path) -> dict:
 
 def _wait_for_turn(run_dir: Path, cancel_flag: dict):
     """Hold the runs folder's training lock, so runs train one after another; None if cancelled."""
-    handle = open(run_dir.parent / ".training.lock", "w")
+    handle = open(run_dir.parent / ".training.lock", "w")  # noqa: SIM115  held until the run ends
     while True:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -93,8 +105,14 @@ def _train(config: RunConfig, run_dir: Path, cancel_flag: dict) -> dict:
     strategy, device = choose_strategy()
     mixed = config.train.mixed_precision and device["gpus"] > 0
     keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
-    runs.update_status(run_dir, device=device["device"], strategy=device["strategy"], replicas=device["replicas"],
-                       mixed_precision=mixed, phase="indexing data")
+    runs.update_status(
+        run_dir,
+        device=device["device"],
+        strategy=device["strategy"],
+        replicas=device["replicas"],
+        mixed_precision=mixed,
+        phase="indexing data",
+    )
     keras.utils.set_random_seed(config.train.seed)
 
     dataset = load_dataset(config.data)
@@ -103,7 +121,9 @@ def _train(config: RunConfig, run_dir: Path, cancel_flag: dict) -> dict:
     def decode_progress(done: int, total: int) -> None:
         if time.monotonic() - last[0] > STATUS_INTERVAL_SECONDS or done == total:
             last[0] = time.monotonic()
-            runs.update_status(run_dir, phase=f"decoding images {done}/{total}", decoded=done, to_decode=total)
+            runs.update_status(
+                run_dir, phase=f"decoding images {done}/{total}", decoded=done, to_decode=total
+            )
         if cancel_flag["set"]:
             raise _Cancelled()
 
@@ -113,12 +133,16 @@ def _train(config: RunConfig, run_dir: Path, cancel_flag: dict) -> dict:
     write_json(run_dir / "load_report.json", dataset.report())
     train_config = config.train
     one_hot = True  # categorical cross-entropy takes label smoothing; labels are one-hot throughout
-    train_data = dataset.pipeline("train", train_config.batch_size, shuffle=True, seed=train_config.seed, one_hot=one_hot)
+    train_data = dataset.pipeline(
+        "train", train_config.batch_size, shuffle=True, seed=train_config.seed, one_hot=one_hot
+    )
     layers = augment.build_augmentation(config.augment, dataset.image_size, seed=train_config.seed)
     if layers is not None:
         train_data = augment.apply_to_dataset(train_data, layers)
     validation_split = "validation" if len(dataset.indices("validation")) else "test"
-    validation_data = dataset.pipeline(validation_split, max(train_config.batch_size, 64), one_hot=one_hot)
+    validation_data = dataset.pipeline(
+        validation_split, max(train_config.batch_size, 64), one_hot=one_hot
+    )
     train_count = len(dataset.indices("train"))
     steps_per_epoch = math.ceil(train_count / train_config.batch_size)
 
@@ -131,25 +155,64 @@ def _train(config: RunConfig, run_dir: Path, cancel_flag: dict) -> dict:
             learning_rate = models.fine_tune_learning_rate(config.model, learning_rate)
         _compile(model, train_config, learning_rate, steps_per_epoch * train_config.epochs)
     parameters = models.count_parameters(model)
-    runs.update_status(run_dir, phase="training", epochs=train_config.epochs, steps_per_epoch=steps_per_epoch,
-                       train_images=train_count, parameters=parameters, validation_split=validation_split)
+    runs.update_status(
+        run_dir,
+        phase="training",
+        epochs=train_config.epochs,
+        steps_per_epoch=steps_per_epoch,
+        train_images=train_count,
+        parameters=parameters,
+        validation_split=validation_split,
+    )
 
-    recorder = RunRecorder(run_dir, train_config.epochs, steps_per_epoch, train_count, cancel_flag, train_config.history_every_steps)
-    callbacks = [recorder, keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard"), write_graph=False, profile_batch=0)]
+    recorder = RunRecorder(
+        run_dir,
+        train_config.epochs,
+        steps_per_epoch,
+        train_count,
+        cancel_flag,
+        train_config.history_every_steps,
+    )
+    callbacks = [
+        recorder,
+        keras.callbacks.TensorBoard(
+            log_dir=str(run_dir / "tensorboard"), write_graph=False, profile_batch=0
+        ),
+    ]
     if train_config.early_stopping_patience > 0:
-        callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=train_config.early_stopping_patience,
-                                                       restore_best_weights=True))
+        callbacks.append(
+            keras.callbacks.EarlyStopping(
+                monitor="val_loss",
+                patience=train_config.early_stopping_patience,
+                restore_best_weights=True,
+            )
+        )
     if train_config.schedule == "plateau":
-        callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=2, min_lr=1e-6))
+        callbacks.append(
+            keras.callbacks.ReduceLROnPlateau(
+                monitor="val_loss", factor=0.5, patience=2, min_lr=1e-6
+            )
+        )
     class_weight = _class_weights(dataset) if train_config.class_weights else None
 
-    fit_args = dict(validation_data=validation_data, callbacks=callbacks, class_weight=class_weight, verbose=0)
+    fit_args = dict(
+        validation_data=validation_data, callbacks=callbacks, class_weight=class_weight, verbose=0
+    )
     model.fit(train_data, epochs=head_epochs or train_config.epochs, **fit_args)
-    if two_phase and not recorder.cancelled and not model.stop_training and head_epochs < train_config.epochs:
+    if (
+        two_phase
+        and not recorder.cancelled
+        and not model.stop_training
+        and head_epochs < train_config.epochs
+    ):
         with strategy.scope():
             models.unfreeze_for_fine_tuning(model, config.model)
-            _compile(model, train_config, models.fine_tune_learning_rate(config.model, train_config.learning_rate),
-                     steps_per_epoch * (train_config.epochs - head_epochs))
+            _compile(
+                model,
+                train_config,
+                models.fine_tune_learning_rate(config.model, train_config.learning_rate),
+                steps_per_epoch * (train_config.epochs - head_epochs),
+            )
         runs.update_status(run_dir, phase="fine-tuning", parameters=models.count_parameters(model))
         model.fit(train_data, initial_epoch=head_epochs, epochs=train_config.epochs, **fit_args)
     if not (run_dir / "best.keras").exists():
@@ -169,15 +232,25 @@ def _compile(model, train_config, learning_rate: float, total_steps: int) -> Non
     from engine.models import LOSS_FROM_LOGITS
 
     if train_config.schedule == "cosine":
-        learning_rate = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=max(total_steps, 1))
-    optimizers = {"adam": keras.optimizers.Adam, "adamw": keras.optimizers.AdamW, "sgd": keras.optimizers.SGD,
-                  "rmsprop": keras.optimizers.RMSprop}
+        learning_rate = keras.optimizers.schedules.CosineDecay(
+            learning_rate, decay_steps=max(total_steps, 1)
+        )
+    optimizers = {
+        "adam": keras.optimizers.Adam,
+        "adamw": keras.optimizers.AdamW,
+        "sgd": keras.optimizers.SGD,
+        "rmsprop": keras.optimizers.RMSprop,
+    }
     if train_config.optimizer not in optimizers:
-        raise UserError(f"Unknown optimizer '{train_config.optimizer}'; use one of {sorted(optimizers)}.")
+        raise UserError(
+            f"Unknown optimizer '{train_config.optimizer}'; use one of {sorted(optimizers)}."
+        )
     extra = {"momentum": 0.9} if train_config.optimizer == "sgd" else {}
     model.compile(
         optimizer=optimizers[train_config.optimizer](learning_rate=learning_rate, **extra),
-        loss=keras.losses.CategoricalCrossentropy(from_logits=LOSS_FROM_LOGITS, label_smoothing=train_config.label_smoothing),
+        loss=keras.losses.CategoricalCrossentropy(
+            from_logits=LOSS_FROM_LOGITS, label_smoothing=train_config.label_smoothing
+        ),
         metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
         steps_per_execution=train_config.steps_per_execution,
     )
@@ -193,8 +266,15 @@ def _class_weights(dataset) -> dict[int, float]:
 class RunRecorder(keras.callbacks.Callback):
     """Writes history and status, saves best and last models, and stops on a cancel request."""
 
-    def __init__(self, run_dir: Path, epochs: int, steps_per_epoch: int, train_images: int, cancel_flag: dict,
-                 every_steps: int = 0):
+    def __init__(
+        self,
+        run_dir: Path,
+        epochs: int,
+        steps_per_epoch: int,
+        train_images: int,
+        cancel_flag: dict,
+        every_steps: int = 0,
+    ):
         super().__init__()
         self.run_dir, self.epochs, self.steps_per_epoch = Path(run_dir), epochs, steps_per_epoch
         self.train_images, self.cancel_flag = train_images, cancel_flag
@@ -214,9 +294,16 @@ class RunRecorder(keras.callbacks.Callback):
         now = time.monotonic()
         step = batch + 1
         if step % self.every_steps == 0 and step < self.steps_per_epoch:
-            append_jsonl(self.run_dir / "history.jsonl", {
-                "epoch": self._epoch + 1, "step": step, "global_step": self._epoch * self.steps_per_epoch + step,
-                **_floats(logs, ("loss", "accuracy")), "time": round(now - self.started, 3)})
+            append_jsonl(
+                self.run_dir / "history.jsonl",
+                {
+                    "epoch": self._epoch + 1,
+                    "step": step,
+                    "global_step": self._epoch * self.steps_per_epoch + step,
+                    **_floats(logs, ("loss", "accuracy")),
+                    "time": round(now - self.started, 3),
+                },
+            )
         if now - self._last_status > STATUS_INTERVAL_SECONDS:
             self._last_status = now
             self._write_progress(step, now)
@@ -237,9 +324,16 @@ class RunRecorder(keras.callbacks.Callback):
         total = self.epochs * self.steps_per_epoch
         elapsed = now - self.started
         eta = elapsed / max(done, 1) * (total - done)
-        runs.update_status(self.run_dir, epoch=self._epoch + 1, step=step, global_step=done, total_steps=total,
-                           eta_seconds=round(eta, 1), elapsed_seconds=round(elapsed, 1),
-                           images_per_second=self.mean_images_per_second())
+        runs.update_status(
+            self.run_dir,
+            epoch=self._epoch + 1,
+            step=step,
+            global_step=done,
+            total_steps=total,
+            eta_seconds=round(eta, 1),
+            elapsed_seconds=round(elapsed, 1),
+            images_per_second=self.mean_images_per_second(),
+        )
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
@@ -249,10 +343,15 @@ class RunRecorder(keras.callbacks.Callback):
         if not self.cancelled:
             self.epoch_speeds.append(speed)
         learning_rate = float(np.asarray(self.model.optimizer.learning_rate))
-        row = {"epoch": epoch + 1, **_floats(logs, ("loss", "accuracy", "val_loss", "val_accuracy")),
-               "learning_rate": learning_rate, "epoch_seconds": round(now - self.epoch_started, 3),
-               "train_seconds": round(train_seconds, 3), "images_per_second": round(speed, 1),
-               "time": round(now - self.started, 3)}
+        row = {
+            "epoch": epoch + 1,
+            **_floats(logs, ("loss", "accuracy", "val_loss", "val_accuracy")),
+            "learning_rate": learning_rate,
+            "epoch_seconds": round(now - self.epoch_started, 3),
+            "train_seconds": round(train_seconds, 3),
+            "images_per_second": round(speed, 1),
+            "time": round(now - self.started, 3),
+        }
         if self.cancelled:
             row["partial"] = True
         append_jsonl(self.run_dir / "history.jsonl", row)
@@ -263,7 +362,9 @@ class RunRecorder(keras.callbacks.Callback):
             self.best_val_loss, self.best_epoch = float(val_loss), epoch + 1
             self.save(self.model, "best.keras")
         self._write_progress(self.steps_per_epoch, now)
-        runs.update_status(self.run_dir, best_epoch=self.best_epoch, best_val_loss=self.best_val_loss)
+        runs.update_status(
+            self.run_dir, best_epoch=self.best_epoch, best_val_loss=self.best_val_loss
+        )
 
     def save(self, model, name: str) -> None:
         """Save a model atomically: a temporary .keras file renamed over the old one."""
@@ -277,4 +378,6 @@ class RunRecorder(keras.callbacks.Callback):
 
 def _floats(logs, keys) -> dict:
     logs = logs or {}
-    return {key: round(float(logs[key]), 6) for key in keys if key in logs and logs[key] is not None}
+    return {
+        key: round(float(logs[key]), 6) for key in keys if key in logs and logs[key] is not None
+    }

@@ -27,20 +27,31 @@ def pattern_image(class_id: int, seed: int, size: int = 24) -> np.ndarray:
     rng = np.random.default_rng(seed)
     image = rng.integers(0, 60, size=(size, size, 3), dtype=np.uint8)
     half = size // 2
-    regions = [(slice(None), slice(0, half)), (slice(None), slice(half, None)), (slice(0, half), slice(None)),
-               (slice(half, None), slice(None))]
+    regions = [
+        (slice(None), slice(0, half)),
+        (slice(None), slice(half, None)),
+        (slice(0, half), slice(None)),
+        (slice(half, None), slice(None)),
+    ]
     rows, cols = regions[class_id % 4]
     image[rows, cols, class_id % 3] = 220
     return image
 
 
-def write_class_folder(root: Path, classes: tuple[str, ...] = ("cat", "dog", "fox"), per_class: int = 12,
-                       size: int = 24, suffix: str = ".png") -> Path:
+def write_class_folder(
+    root: Path,
+    classes: tuple[str, ...] = ("cat", "dog", "fox"),
+    per_class: int = 12,
+    size: int = 24,
+    suffix: str = ".png",
+) -> Path:
     for class_id, name in enumerate(classes):
         folder = root / name
         folder.mkdir(parents=True, exist_ok=True)
         for i in range(per_class):
-            Image.fromarray(pattern_image(class_id, seed=class_id * 1000 + i, size=size)).save(folder / f"{name}_{i:03d}{suffix}")
+            Image.fromarray(pattern_image(class_id, seed=class_id * 1000 + i, size=size)).save(
+                folder / f"{name}_{i:03d}{suffix}"
+            )
     return root
 
 

@@ -67,7 +67,11 @@ def test_split_folders_are_used(tmp_path):
     write_class_folder(tmp_path / "d" / "test", per_class=4)
     write_class_folder(tmp_path / "d" / "val", per_class=3)
     dataset = load_dataset(DataConfig(spec=str(tmp_path / "d"), image_size=16))
-    assert {split: sum(c.values()) for split, c in dataset.counts().items()} == {"train": 30, "validation": 9, "test": 12}
+    assert {split: sum(c.values()) for split, c in dataset.counts().items()} == {
+        "train": 30,
+        "validation": 9,
+        "test": 12,
+    }
 
 
 def test_image_modes_become_rgb_and_exif_is_applied(tmp_path):
@@ -77,7 +81,7 @@ def test_image_modes_become_rgb_and_exif_is_applied(tmp_path):
         "rgba.png": Image.fromarray(np.dstack([base, np.full(base.shape[:2], 255, np.uint8)])),
         "palette.gif": Image.fromarray(base).convert("P"),
         "cmyk.jpg": Image.fromarray(base).convert("CMYK"),
-        "sixteen.png": Image.fromarray((base[..., 0].astype(np.uint16) * 257)),
+        "sixteen.png": Image.fromarray(base[..., 0].astype(np.uint16) * 257),
         "image.webp": Image.fromarray(base),
         "image.bmp": Image.fromarray(base),
     }
@@ -86,7 +90,9 @@ def test_image_modes_become_rgb_and_exif_is_applied(tmp_path):
         decoded = open_image(tmp_path / name)
         assert decoded.mode == "RGB" and decoded.size == (20, 20), name
     sixteen = np.asarray(open_image(tmp_path / "sixteen.png"))
-    assert abs(int(sixteen[..., 0].max()) - int(base[..., 0].max())) <= 1  # scaled, not clipped to white
+    assert (
+        abs(int(sixteen[..., 0].max()) - int(base[..., 0].max())) <= 1
+    )  # scaled, not clipped to white
 
     wide = Image.new("RGB", (40, 20), (255, 0, 0))
     exif = Image.Exif()
@@ -120,7 +126,9 @@ def test_zip_with_traversal_entry_is_extracted_safely(tmp_path, isolated_dirs):
     assert dataset.class_names == ["cat", "dog", "fox"]
     skipped = {item["file"] for item in dataset.skipped()}
     assert {"../../escaped.txt", "/abs/escaped2.txt"} <= skipped
-    assert not list(tmp_path.rglob("escaped*.txt")) and not list(Path(isolated_dirs).parent.rglob("escaped*.txt"))
+    assert not list(tmp_path.rglob("escaped*.txt")) and not list(
+        Path(isolated_dirs).parent.rglob("escaped*.txt")
+    )
     assert not Path("/abs/escaped2.txt").exists()
 
 
@@ -147,7 +155,13 @@ def test_npz_variants(tmp_path):
     x_train = rng.random((40, 12, 12)).astype(np.float32)  # floats in [0, 1], no channel axis
     y_train = np.eye(2)[np.arange(40) % 2]  # one-hot
     x_test = rng.integers(0, 256, (10, 12, 12, 3)).astype(np.uint8)
-    np.savez(tmp_path / "d.npz", X_train=x_train, y_train=y_train, x_test=x_test, Y_TEST=np.arange(10) % 2)
+    np.savez(
+        tmp_path / "d.npz",
+        X_train=x_train,
+        y_train=y_train,
+        x_test=x_test,
+        Y_TEST=np.arange(10) % 2,
+    )
     dataset = load_dataset(DataConfig(spec=str(tmp_path / "d.npz"), image_size=12))
     assert dataset.class_names == ["0", "1"]
     assert sum(dataset.counts()["test"].values()) == 10
@@ -194,20 +208,26 @@ def test_cache_is_built_once_and_reused(class_folder, monkeypatch):
 
     again = load_dataset(DataConfig(spec=str(class_folder), image_size=16))
     assert again.is_prepared()
-    monkeypatch.setattr("engine.data.sources.open_image", lambda *a, **k: pytest.fail("decoded a file again"))
+    monkeypatch.setattr(
+        "engine.data.sources.open_image", lambda *a, **k: pytest.fail("decoded a file again")
+    )
     again.prepare()
     assert np.array_equal(np.array(again.images()), first)
     # The first two pipeline epochs see the same images, in a different order.
     pipeline = again.pipeline("train", batch_size=64, shuffle=True, seed=1)
     epoch_one = np.concatenate([b.numpy() for b, _ in pipeline])
     epoch_two = np.concatenate([b.numpy() for b, _ in pipeline])
-    assert sorted(map(bytes, epoch_one.astype(np.uint8))) == sorted(map(bytes, epoch_two.astype(np.uint8)))
+    assert sorted(map(bytes, epoch_one.astype(np.uint8))) == sorted(
+        map(bytes, epoch_two.astype(np.uint8))
+    )
 
 
 def test_pipeline_labels_match_images(class_folder):
     dataset = load_dataset(DataConfig(spec=str(class_folder), image_size=24))
     batches = list(dataset.pipeline("train", batch_size=5, shuffle=True, seed=3, with_index=True))
     for images, labels, indices in batches:
-        for image, label, index in zip(images.numpy(), labels.numpy(), indices.numpy(), strict=True):
+        for image, label, index in zip(
+            images.numpy(), labels.numpy(), indices.numpy(), strict=True
+        ):
             assert label == dataset.labels[index]
             assert np.array_equal(image.astype(np.uint8), dataset.images()[index])

@@ -6,7 +6,13 @@ from pathlib import Path
 
 from engine.config import DataConfig
 from engine.data.dataset import SPLITS, Dataset, default_cache_root
-from engine.data.sources import RawSource, load_digits_source, load_folder_source, load_npz_source, load_zip_source
+from engine.data.sources import (
+    RawSource,
+    load_digits_source,
+    load_folder_source,
+    load_npz_source,
+    load_zip_source,
+)
 from engine.errors import UserError
 
 __all__ = ["SPLITS", "Dataset", "RawSource", "default_cache_root", "load_dataset", "load_source"]
@@ -23,14 +29,16 @@ def load_source(config: DataConfig, cache_root: Path | None = None) -> RawSource
     if spec.startswith("tfds:"):
         from engine.data.tfds_source import load_tfds_source
 
-        return load_tfds_source(spec[len("tfds:"):], config, cache_root)
+        return load_tfds_source(spec[len("tfds:") :], config, cache_root)
     path = Path(spec).expanduser()
     if spec.lower().endswith(".zip"):
         return load_zip_source(str(path), cache_root)
     if spec.lower().endswith(".npz"):
         return load_npz_source(str(path))
     if not path.exists():
-        raise UserError(f"The dataset {spec} is neither digits, tfds:NAME nor an existing folder, .zip or .npz; check the path.")
+        raise UserError(
+            f"The dataset {spec} is neither digits, tfds:NAME nor an existing folder, .zip or .npz; check the path."
+        )
     return load_folder_source(str(path))
 
 

@@ -31,7 +31,9 @@ Progress = Callable[[int, int], None]  # (done, total)
 def default_cache_root() -> Path:
     """Where decoded images and unzipped archives are kept between runs."""
     configured = os.environ.get("STUDIO_CACHE_DIR")
-    return Path(configured) if configured else Path.home() / ".cache" / "image-classification-studio"
+    return (
+        Path(configured) if configured else Path.home() / ".cache" / "image-classification-studio"
+    )
 
 
 def auto_image_size(source: RawSource) -> int:
@@ -74,7 +76,11 @@ class Dataset:
 
     @property
     def cache_dir(self) -> Path:
-        return self.cache_root / "images" / f"{self.fingerprint[:20]}-{self.config.resize}-{self.image_size}"
+        return (
+            self.cache_root
+            / "images"
+            / f"{self.fingerprint[:20]}-{self.config.resize}-{self.image_size}"
+        )
 
     def indices(self, split: str) -> np.ndarray:
         """Item numbers of a split, without items that failed to decode once the cache exists."""
@@ -148,20 +154,28 @@ class Dataset:
         if meta is None or meta.get("count") != len(self.source.items):
             self._build_cache(progress, workers)
             meta = read_json(self.cache_dir / "meta.json")
-        self._cache = CacheInfo(self.cache_dir / "images.u8", np.array(meta["valid"], dtype=bool), meta["skipped"])
+        self._cache = CacheInfo(
+            self.cache_dir / "images.u8", np.array(meta["valid"], dtype=bool), meta["skipped"]
+        )
         for split in SPLITS:
             if len(self.split_indices[split]) and not len(self.indices(split)):
-                raise UserError(f"No image of the {split} split could be decoded; see the load report.")
+                raise UserError(
+                    f"No image of the {split} split could be decoded; see the load report."
+                )
         if progress:
             progress(len(self.source.items), len(self.source.items))
 
     def _build_cache(self, progress: Progress | None, workers: int | None) -> None:
         count, size = len(self.source.items), self.image_size
         self.cache_dir.mkdir(parents=True, exist_ok=True)
-        descriptor, temporary = tempfile.mkstemp(dir=self.cache_dir, prefix=".images.", suffix=".tmp")
+        descriptor, temporary = tempfile.mkstemp(
+            dir=self.cache_dir, prefix=".images.", suffix=".tmp"
+        )
         os.close(descriptor)
         try:
-            images = np.lib.format.open_memmap(temporary, mode="w+", dtype=np.uint8, shape=(count, size, size, 3))
+            images = np.lib.format.open_memmap(
+                temporary, mode="w+", dtype=np.uint8, shape=(count, size, size, 3)
+            )
             valid = np.ones(count, dtype=bool)
             skipped: list[dict] = []
 
@@ -183,13 +197,19 @@ class Dataset:
                     if progress and (done % 64 == 0 or done == count):
                         progress(done, count)
             images.flush()
-            del images
             os.replace(temporary, self.cache_dir / "images.u8")
-            write_json(self.cache_dir / "meta.json", {
-                "count": count, "image_size": size, "resize": self.config.resize, "spec": self.source.spec,
-                "valid": valid.tolist(), "skipped": sorted(skipped, key=lambda s: s["file"]),
-                "seconds": round(time.monotonic() - started, 3),
-            })
+            write_json(
+                self.cache_dir / "meta.json",
+                {
+                    "count": count,
+                    "image_size": size,
+                    "resize": self.config.resize,
+                    "spec": self.source.spec,
+                    "valid": valid.tolist(),
+                    "skipped": sorted(skipped, key=lambda s: s["file"]),
+                    "seconds": round(time.monotonic() - started, 3),
+                },
+            )
         except BaseException:
             Path(temporary).unlink(missing_ok=True)
             raise
@@ -200,7 +220,9 @@ class Dataset:
         return np.load(self._cache.path, mmap_mode="r")
 
     # ----- samples -----------------------------------------------------------------------
-    def sample_indices(self, split: str, count: int, seed: int = 0, class_id: int | None = None) -> np.ndarray:
+    def sample_indices(
+        self, split: str, count: int, seed: int = 0, class_id: int | None = None
+    ) -> np.ndarray:
         """A reproducible random choice of item numbers from a split, optionally of one class."""
         indices = self.indices(split)
         if class_id is not None:
@@ -208,7 +230,9 @@ class Dataset:
         rng = np.random.default_rng(seed)
         return rng.permutation(indices)[:count]
 
-    def sample_images(self, indices: np.ndarray, size: int | None = None) -> list[np.ndarray | None]:
+    def sample_images(
+        self, indices: np.ndarray, size: int | None = None
+    ) -> list[np.ndarray | None]:
         """Images of some items as uint8 arrays: from the cache when built, else decoded now.
 
         An item that cannot be decoded gives None (the load report names it).
@@ -217,12 +241,19 @@ class Dataset:
         if self._cache is not None or self.is_prepared():
             self.prepare()
             cache = self.images()
-            return [resize_array(np.array(cache[i]), size) if self._cache.valid[i] else None for i in indices]
+            return [
+                resize_array(np.array(cache[i]), size) if self._cache.valid[i] else None
+                for i in indices
+            ]
         result = []
         for index in indices:
             try:
                 image = self.source.read(int(index), self.config.max_pixels, draft_size=size)
-                result.append(resize_array(image, size) if isinstance(image, np.ndarray) else resize_image(image, size, self.config.resize))
+                result.append(
+                    resize_array(image, size)
+                    if isinstance(image, np.ndarray)
+                    else resize_image(image, size, self.config.resize)
+                )
             except ImageError:
                 result.append(None)
         return result
@@ -231,26 +262,40 @@ class Dataset:
         return self.source.name(int(index))
 
     # ----- pipelines ---------------------------------------------------------------------
-    def pipeline(self, split: str, batch_size: int = 32, shuffle: bool = False, seed: int = 0,
-                 one_hot: bool = False, drop_remainder: bool = False, with_index: bool = False):
+    def pipeline(
+        self,
+        split: str,
+        batch_size: int = 32,
+        shuffle: bool = False,
+        seed: int = 0,
+        one_hot: bool = False,
+        drop_remainder: bool = False,
+        with_index: bool = False,
+    ):
         """A tf.data pipeline of (float32 images in [0, 255], labels) batches read from the cache."""
         import tensorflow as tf
 
         self.prepare()
         indices = self.indices(split)
         if not len(indices):
-            raise UserError(f"The {split} split is empty; add images or change the split fractions.")
+            raise UserError(
+                f"The {split} split is empty; add images or change the split fractions."
+            )
         images, labels, num_classes = self.images(), self.labels, self.num_classes
         size = self.image_size
 
         def gather(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            order = np.argsort(batch)  # read the file in order, then put the batch back in its order
+            order = np.argsort(
+                batch
+            )  # read the file in order, then put the batch back in its order
             rows = np.empty((len(batch), size, size, 3), dtype=np.uint8)
             rows[order] = images[batch[order]]
             return rows, labels[batch]
 
         def load(batch):
-            rows, batch_labels = tf.numpy_function(gather, [batch], (tf.uint8, tf.int64), stateful=False)
+            rows, batch_labels = tf.numpy_function(
+                gather, [batch], (tf.uint8, tf.int64), stateful=False
+            )
             rows = tf.ensure_shape(tf.cast(rows, tf.float32), (None, size, size, 3))
             batch_labels = tf.ensure_shape(batch_labels, (None,))
             target = tf.one_hot(batch_labels, num_classes) if one_hot else batch_labels
@@ -265,14 +310,24 @@ class Dataset:
 
     def _check_classes(self) -> None:
         if len(self.class_names) < 2:
-            raise UserError(f"{self.source.spec} has {len(self.class_names)} class; a classifier needs at least 2 class folders or labels.")
-        tally = np.bincount(self.labels, minlength=len(self.class_names)) if len(self.labels) else np.zeros(len(self.class_names), int)
+            raise UserError(
+                f"{self.source.spec} has {len(self.class_names)} class; a classifier needs at least 2 class folders or labels."
+            )
+        tally = (
+            np.bincount(self.labels, minlength=len(self.class_names))
+            if len(self.labels)
+            else np.zeros(len(self.class_names), int)
+        )
         empty = [name for name, n in zip(self.class_names, tally, strict=True) if n == 0]
         if empty:
-            raise UserError(f"Class {', '.join(map(repr, empty))} of {self.source.spec} has no usable image; add images to it or remove it.")
+            raise UserError(
+                f"Class {', '.join(map(repr, empty))} of {self.source.spec} has no usable image; add images to it or remove it."
+            )
 
 
-def make_splits(labels: np.ndarray, origins: np.ndarray, config: DataConfig) -> dict[str, np.ndarray]:
+def make_splits(
+    labels: np.ndarray, origins: np.ndarray, config: DataConfig
+) -> dict[str, np.ndarray]:
     """Train / validation / test item numbers; missing splits are carved out of train, stratified.
 
     Fractions are of the source's train items: with neither split given, 15% test and 15%
@@ -280,7 +335,10 @@ def make_splits(labels: np.ndarray, origins: np.ndarray, config: DataConfig) -> 
     """
     splits = {split: np.flatnonzero(origins == split) for split in SPLITS}
     train, remaining = splits["train"], 1.0
-    for split, fraction in (("test", config.test_fraction), ("validation", config.validation_fraction)):
+    for split, fraction in (
+        ("test", config.test_fraction),
+        ("validation", config.validation_fraction),
+    ):
         if len(splits[split]) or fraction <= 0:
             continue
         share = min(fraction / remaining, 0.5)
@@ -290,7 +348,9 @@ def make_splits(labels: np.ndarray, origins: np.ndarray, config: DataConfig) -> 
     return {split: np.sort(indices) for split, indices in splits.items()}
 
 
-def stratified_split(indices: np.ndarray, labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def stratified_split(
+    indices: np.ndarray, labels: np.ndarray, fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Split item numbers into (kept, taken) with `fraction` of each class taken, reproducibly."""
     rng = np.random.default_rng(seed)
     kept, taken = [], []
@@ -307,5 +367,9 @@ def stratified_split(indices: np.ndarray, labels: np.ndarray, fraction: float, s
 
 
 def _summary(values: np.ndarray) -> dict:
-    return {"min": float(values.min()), "median": float(np.median(values)), "max": float(values.max()),
-            "mean": float(values.mean())}
+    return {
+        "min": float(values.min()),
+        "median": float(np.median(values)),
+        "max": float(values.max()),
+        "mean": float(values.mean()),
+    }

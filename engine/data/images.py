@@ -52,7 +52,9 @@ def open_image(
             image = Image.open(handle)
             width, height = image.size
             if width * height > max_pixels:
-                raise ImageError(f"too large: {width}x{height} pixels is over the cap of {max_pixels:,}")
+                raise ImageError(
+                    f"too large: {width}x{height} pixels is over the cap of {max_pixels:,}"
+                )
             image.seek(0)  # the first frame of a GIF or animated WebP
             if draft_size and image.format == "JPEG":
                 image.draft("RGB", (draft_size, draft_size))
@@ -98,7 +100,12 @@ def resize_image(image: Image.Image, size: int, mode: str = "squash") -> np.ndar
     return np.asarray(image, dtype=np.uint8)
 
 
-def load_resized(source: str | os.PathLike | bytes, size: int, mode: str = "squash", max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+def load_resized(
+    source: str | os.PathLike | bytes,
+    size: int,
+    mode: str = "squash",
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> np.ndarray:
     """Decode and resize one image file to a size x size x 3 uint8 array."""
     return resize_image(open_image(source, max_pixels, draft_size=size), size, mode)
 

@@ -20,12 +20,21 @@ from PIL import Image, UnidentifiedImageError
 
 from engine.data.images import array_to_rgb, open_image
 from engine.errors import UserError
+from engine.jsonio import read_json, write_json
 
-SPLIT_FOLDERS = {"train": "train", "training": "train", "val": "validation", "valid": "validation",
-                 "validation": "validation", "test": "test", "testing": "test"}
+SPLIT_FOLDERS = {
+    "train": "train",
+    "training": "train",
+    "val": "validation",
+    "valid": "validation",
+    "validation": "validation",
+    "test": "test",
+    "testing": "test",
+}
 IGNORED_NAMES = {"__MACOSX", ".DS_Store", "Thumbs.db", "desktop.ini"}
 MAX_ZIP_BYTES = 8 * 1024**3
 MAX_ZIP_ENTRIES = 2_000_000
+SKIPPED_FILE = ".studio-skipped.json"  # inside an extracted zip: the entries left out and why
 
 
 @dataclass
@@ -69,10 +78,15 @@ def load_digits_source() -> RawSource:
     images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)
     count = len(images)
     return RawSource(
-        kind="digits", spec="digits", class_names=[str(name) for name in digits.target_names],
-        items=[("train", row) for row in range(count)], labels=digits.target.astype(np.int64),
-        origins=np.array(["train"] * count), fingerprint=_hash("digits", count, images.tobytes()),
-        headers=[(8, 8, "L")] * count, arrays={"train": images},
+        kind="digits",
+        spec="digits",
+        class_names=[str(name) for name in digits.target_names],
+        items=[("train", row) for row in range(count)],
+        labels=digits.target.astype(np.int64),
+        origins=np.array(["train"] * count),
+        fingerprint=_hash("digits", count, images.tobytes()),
+        headers=[(8, 8, "L")] * count,
+        arrays={"train": images},
     )
 
 
@@ -84,7 +98,9 @@ def load_npz_source(path: str) -> RawSource:
     try:
         archive = np.load(file, allow_pickle=False)
     except (ValueError, OSError, zipfile.BadZipFile) as error:
-        raise UserError(f"{file.name} is not a readable .npz file ({error}); save it with numpy.savez.") from None
+        raise UserError(
+            f"{file.name} is not a readable .npz file ({error}); save it with numpy.savez."
+        ) from None
     with archive:
         keys = {key.lower(): key for key in archive.files}
         arrays, label_arrays = {}, {}
@@ -93,25 +109,45 @@ def load_npz_source(path: str) -> RawSource:
             if image_key is None and label_key is None:
                 continue
             if image_key is None or label_key is None:
-                raise UserError(f"{file.name} has only one of X_{origin} and y_{origin}; it needs both.")
+                raise UserError(
+                    f"{file.name} has only one of X_{origin} and y_{origin}; it needs both."
+                )
             try:
                 images, labels = archive[image_key], archive[label_key]
             except ValueError:
-                raise UserError(f"{file.name} stores {image_key} or {label_key} as pickled Python objects, which are not loaded for safety; save plain numeric arrays.") from None
+                raise UserError(
+                    f"{file.name} stores {image_key} or {label_key} as pickled Python objects, which are not loaded for safety; save plain numeric arrays."
+                ) from None
             if images.dtype == object or labels.dtype == object:
-                raise UserError(f"{file.name} stores object arrays, which are not loaded for safety; save plain numeric arrays.")
+                raise UserError(
+                    f"{file.name} stores object arrays, which are not loaded for safety; save plain numeric arrays."
+                )
             if len(images) != len(labels):
-                raise UserError(f"{file.name}: {image_key} has {len(images)} images but {label_key} has {len(labels)} labels; they must match.")
-            if images.ndim not in (3, 4) or (images.ndim == 4 and images.shape[-1] not in (1, 3, 4)):
-                raise UserError(f"{file.name}: {image_key} has shape {images.shape}; expected N x H x W or N x H x W x C with C 1, 3 or 4.")
+                raise UserError(
+                    f"{file.name}: {image_key} has {len(images)} images but {label_key} has {len(labels)} labels; they must match."
+                )
+            if images.ndim not in (3, 4) or (
+                images.ndim == 4 and images.shape[-1] not in (1, 3, 4)
+            ):
+                raise UserError(
+                    f"{file.name}: {image_key} has shape {images.shape}; expected N x H x W or N x H x W x C with C 1, 3 or 4."
+                )
             arrays["validation" if origin == "val" else origin] = _to_uint8(images)
-            label_arrays["validation" if origin == "val" else origin] = _to_class_ids(labels, file.name, label_key)
+            label_arrays["validation" if origin == "val" else origin] = _to_class_ids(
+                labels, file.name, label_key
+            )
         if "train" not in arrays:
-            raise UserError(f"{file.name} has no X_train/y_train arrays; found {sorted(archive.files)}.")
+            raise UserError(
+                f"{file.name} has no X_train/y_train arrays; found {sorted(archive.files)}."
+            )
         names_key = keys.get("class_names")
         stored_names = [str(name) for name in archive[names_key]] if names_key else None
     class_count = int(max(labels.max() for labels in label_arrays.values())) + 1
-    class_names = stored_names if stored_names and len(stored_names) >= class_count else [str(i) for i in range(class_count)]
+    class_names = (
+        stored_names
+        if stored_names and len(stored_names) >= class_count
+        else [str(i) for i in range(class_count)]
+    )
     items, labels, origins, headers = [], [], [], []
     for origin, images in arrays.items():
         height, width = images.shape[1:3]
@@ -122,9 +158,15 @@ def load_npz_source(path: str) -> RawSource:
         headers += [(width, height, mode)] * len(images)
     stat = file.stat()
     return RawSource(
-        kind="npz", spec=str(path), class_names=class_names, items=items,
-        labels=np.concatenate(labels).astype(np.int64), origins=np.array(origins),
-        fingerprint=_hash("npz", file.resolve(), stat.st_size, stat.st_mtime_ns), headers=headers, arrays=arrays,
+        kind="npz",
+        spec=str(path),
+        class_names=class_names,
+        items=items,
+        labels=np.concatenate(labels).astype(np.int64),
+        origins=np.array(origins),
+        fingerprint=_hash("npz", file.resolve(), stat.st_size, stat.st_mtime_ns),
+        headers=headers,
+        arrays=arrays,
     )
 
 
@@ -141,25 +183,39 @@ def _to_class_ids(labels: np.ndarray, file_name: str, key: str) -> np.ndarray:
     if labels.ndim == 2 and labels.shape[1] > 1:
         return labels.argmax(axis=1).astype(np.int64)
     labels = labels.reshape(-1)
-    if not np.issubdtype(labels.dtype, np.number) or np.any(labels < 0) or np.any(labels != np.round(labels)):
+    if (
+        not np.issubdtype(labels.dtype, np.number)
+        or np.any(labels < 0)
+        or np.any(labels != np.round(labels))
+    ):
         raise UserError(f"{file_name}: {key} must hold class numbers 0..K-1 or one-hot rows.")
     return labels.astype(np.int64)
 
 
-def load_folder_source(path: str, *, kind: str = "folder", spec: str = "", name_root: str = "") -> RawSource:
+def load_folder_source(
+    path: str, *, kind: str = "folder", spec: str = "", name_root: str = ""
+) -> RawSource:
     """A folder of class subfolders, optionally inside train/val/validation/test folders."""
     root = Path(path)
     if not root.exists():
         raise UserError(f"The folder {path} does not exist; check the path.")
     if not root.is_dir():
-        raise UserError(f"{path} is not a folder, a .zip or a .npz file; give a folder of class subfolders.")
+        raise UserError(
+            f"{path} is not a folder, a .zip or a .npz file; give a folder of class subfolders."
+        )
     root = _unwrap_single_folder(root)
     subfolders = _visible_dirs(root)
-    split_dirs = {SPLIT_FOLDERS[d.name.lower()]: d for d in subfolders if d.name.lower() in SPLIT_FOLDERS}
+    split_dirs = {
+        SPLIT_FOLDERS[d.name.lower()]: d for d in subfolders if d.name.lower() in SPLIT_FOLDERS
+    }
     layout = split_dirs if "train" in split_dirs else {"train": root}
-    class_names = sorted({d.name for split_dir in layout.values() for d in _visible_dirs(split_dir)})
+    class_names = sorted(
+        {d.name for split_dir in layout.values() for d in _visible_dirs(split_dir)}
+    )
     if not class_names:
-        raise UserError(f"{path} has no class subfolders; put the images of each class in a folder named after it.")
+        raise UserError(
+            f"{path} has no class subfolders; put the images of each class in a folder named after it."
+        )
     class_ids = {name: i for i, name in enumerate(class_names)}
     items, labels, origins, headers, skipped = [], [], [], [], []
     stamp = hashlib.sha1()
@@ -169,7 +225,9 @@ def load_folder_source(path: str, *, kind: str = "folder", spec: str = "", name_
                 if not file.is_file() or any(part in IGNORED_NAMES for part in file.parts):
                     continue
                 stat = file.stat()
-                stamp.update(f"{file.relative_to(root)}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+                stamp.update(
+                    f"{file.relative_to(root)}|{stat.st_size}|{stat.st_mtime_ns}\n".encode()
+                )
                 header = _check_header(file)
                 if isinstance(header, str):
                     skipped.append({"file": str(file.relative_to(root)), "reason": header})
@@ -179,9 +237,16 @@ def load_folder_source(path: str, *, kind: str = "folder", spec: str = "", name_
                 origins.append(origin)
                 headers.append(header)
     return RawSource(
-        kind=kind, spec=spec or str(path), class_names=class_names, items=items,
-        labels=np.array(labels, dtype=np.int64), origins=np.array(origins), fingerprint=stamp.hexdigest(),
-        skipped=skipped, headers=headers, root=name_root or str(root),
+        kind=kind,
+        spec=spec or str(path),
+        class_names=class_names,
+        items=items,
+        labels=np.array(labels, dtype=np.int64),
+        origins=np.array(origins),
+        fingerprint=stamp.hexdigest(),
+        skipped=skipped,
+        headers=headers,
+        root=name_root or str(root),
     )
 
 
@@ -199,7 +264,11 @@ def _check_header(file: Path) -> tuple[int, int, str] | str:
 
 
 def _visible_dirs(folder: Path) -> list[Path]:
-    return sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith(".") and d.name not in IGNORED_NAMES)
+    return sorted(
+        d
+        for d in folder.iterdir()
+        if d.is_dir() and not d.name.startswith(".") and d.name not in IGNORED_NAMES
+    )
 
 
 def _unwrap_single_folder(root: Path) -> Path:
@@ -209,9 +278,15 @@ def _unwrap_single_folder(root: Path) -> Path:
     split folder such as train/.
     """
     while True:
-        entries = [e for e in root.iterdir() if not e.name.startswith(".") and e.name not in IGNORED_NAMES]
-        if (len(entries) == 1 and entries[0].is_dir() and entries[0].name.lower() not in SPLIT_FOLDERS
-                and _visible_dirs(entries[0])):
+        entries = [
+            e for e in root.iterdir() if not e.name.startswith(".") and e.name not in IGNORED_NAMES
+        ]
+        if (
+            len(entries) == 1
+            and entries[0].is_dir()
+            and entries[0].name.lower() not in SPLIT_FOLDERS
+            and _visible_dirs(entries[0])
+        ):
             root = entries[0]
             continue
         return root
@@ -225,16 +300,10 @@ def load_zip_source(path: str, cache_root: Path, max_bytes: int = MAX_ZIP_BYTES)
     stat = file.stat()
     key = _hash("zip", file.resolve(), stat.st_size, stat.st_mtime_ns)[:16]
     target = cache_root / "unzipped" / key
-    skipped_file = target.with_suffix(".skipped.json")
     if not target.is_dir():
-        skipped = extract_zip_safely(file, target, max_bytes)
-        from engine.jsonio import write_json
-
-        write_json(skipped_file, skipped)
-    from engine.jsonio import read_json
-
+        extract_zip_safely(file, target, max_bytes)
     source = load_folder_source(str(target), kind="zip", spec=str(path))
-    source.skipped = read_json(skipped_file, []) + source.skipped
+    source.skipped = read_json(target / SKIPPED_FILE, []) + source.skipped
     source.fingerprint = _hash("zip", key, source.fingerprint)
     return source
 
@@ -244,7 +313,9 @@ def extract_zip_safely(file: Path, target: Path, max_bytes: int = MAX_ZIP_BYTES)
     try:
         archive = zipfile.ZipFile(file)
     except (zipfile.BadZipFile, OSError) as error:
-        raise UserError(f"{file.name} is not a readable zip archive ({error}); re-create the zip and upload it again.") from None
+        raise UserError(
+            f"{file.name} is not a readable zip archive ({error}); re-create the zip and upload it again."
+        ) from None
     skipped: list[dict] = []
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
@@ -252,22 +323,40 @@ def extract_zip_safely(file: Path, target: Path, max_bytes: int = MAX_ZIP_BYTES)
         with archive:
             entries = archive.infolist()
             if len(entries) > MAX_ZIP_ENTRIES:
-                raise UserError(f"{file.name} has {len(entries):,} entries, over the limit of {MAX_ZIP_ENTRIES:,}.")
+                raise UserError(
+                    f"{file.name} has {len(entries):,} entries, over the limit of {MAX_ZIP_ENTRIES:,}."
+                )
             declared = sum(entry.file_size for entry in entries)
             if declared > max_bytes:
-                raise UserError(f"{file.name} unpacks to {declared / 1e9:.1f} GB, over the limit of {max_bytes / 1e9:.1f} GB; split it or load the folder directly.")
+                raise UserError(
+                    f"{file.name} unpacks to {declared / 1e9:.1f} GB, over the limit of {max_bytes / 1e9:.1f} GB; split it or load the folder directly."
+                )
             written = 0
             for entry in entries:
                 name = PurePosixPath(entry.filename.replace("\\", "/"))
-                unsafe = name.is_absolute() or ".." in name.parts or (entry.external_attr >> 16) & 0o170000 == 0o120000
+                unsafe = (
+                    name.is_absolute()
+                    or ".." in name.parts
+                    or (entry.external_attr >> 16) & 0o170000 == 0o120000
+                )
                 if unsafe:
-                    skipped.append({"file": entry.filename, "reason": "unsafe path or link outside the archive; not extracted"})
+                    skipped.append(
+                        {
+                            "file": entry.filename,
+                            "reason": "unsafe path or link outside the archive; not extracted",
+                        }
+                    )
                     continue
                 if entry.is_dir():
                     continue
                 destination = staging.joinpath(*name.parts)
                 if not destination.resolve().is_relative_to(staging.resolve()):
-                    skipped.append({"file": entry.filename, "reason": "unsafe path outside the archive; not extracted"})
+                    skipped.append(
+                        {
+                            "file": entry.filename,
+                            "reason": "unsafe path outside the archive; not extracted",
+                        }
+                    )
                     continue
                 destination.parent.mkdir(parents=True, exist_ok=True)
                 try:
@@ -275,11 +364,17 @@ def extract_zip_safely(file: Path, target: Path, max_bytes: int = MAX_ZIP_BYTES)
                         while chunk := reader.read(1 << 20):
                             written += len(chunk)
                             if written > max_bytes:
-                                raise UserError(f"{file.name} unpacks to more than {max_bytes / 1e9:.1f} GB; split it or load the folder directly.")
+                                raise UserError(
+                                    f"{file.name} unpacks to more than {max_bytes / 1e9:.1f} GB; split it or load the folder directly."
+                                )
                             writer.write(chunk)
                 except (zipfile.BadZipFile, OSError, EOFError) as error:
                     destination.unlink(missing_ok=True)
-                    skipped.append({"file": entry.filename, "reason": f"corrupt zip entry: {error}"})
+                    skipped.append(
+                        {"file": entry.filename, "reason": f"corrupt zip entry: {error}"}
+                    )
+        # The skipped list goes in before the rename, so an extracted folder always has it.
+        write_json(staging / SKIPPED_FILE, skipped)
         os.replace(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
