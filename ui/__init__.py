@@ -1,0 +1,1 @@
+"""The dashboard's glue: session state, cached engine calls and Plotly figures (imports streamlit)."""
