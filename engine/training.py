@@ -196,7 +196,11 @@ def _train(config: RunConfig, run_dir: Path, cancel_flag: dict) -> dict:
     class_weight = _class_weights(dataset) if train_config.class_weights else None
 
     fit_args = dict(
-        validation_data=validation_data, callbacks=callbacks, class_weight=class_weight, verbose=0
+        validation_data=validation_data,
+        callbacks=callbacks,
+        class_weight=class_weight,
+        verbose=0,
+        shuffle=False,  # the pipeline shuffles; Keras would only warn
     )
     model.fit(train_data, epochs=head_epochs or train_config.epochs, **fit_args)
     if (
