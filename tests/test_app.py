@@ -30,7 +30,9 @@ def test_every_page_renders_alone(page):
 @pytest.mark.slow
 def test_train_page_runs_one_epoch_to_completion(monkeypatch):
     at = AppTest.from_file(str(PROJECT / "pages" / "train.py"), default_timeout=60).run()
-    assert [info.value for info in at.info] == ["No runs yet: choose a model and press Start training."]
+    assert [info.value for info in at.info] == [
+        "No runs yet: choose a model and press Start training."
+    ]
     at.number_input(key="train_epochs").set_value(1)
     at.button(key="train_start").click().run()
     assert not at.exception

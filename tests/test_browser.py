@@ -19,13 +19,22 @@ from PIL import Image
 PROJECT = Path(__file__).resolve().parent.parent
 ARTIFACTS = PROJECT / "test-artifacts"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-         "--disable-sync", "--no-first-run"]
+FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed (apt-get install -y chromium)"),
+    pytest.mark.skipif(
+        not Path(CHROMIUM).exists(),
+        reason="Debian's chromium is not installed (apt-get install -y chromium)",
+    ),
 ]
 
 
@@ -38,13 +47,37 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     port = free_port()
-    runs_dir, cache_dir = tmp_path_factory.mktemp("browser-runs"), tmp_path_factory.mktemp("browser-cache")
-    env = {**os.environ, "STUDIO_RUNS_DIR": str(runs_dir), "STUDIO_CACHE_DIR": str(cache_dir), "STUDIO_OFFLINE": "1"}
+    runs_dir, cache_dir = (
+        tmp_path_factory.mktemp("browser-runs"),
+        tmp_path_factory.mktemp("browser-cache"),
+    )
+    env = {
+        **os.environ,
+        "STUDIO_RUNS_DIR": str(runs_dir),
+        "STUDIO_CACHE_DIR": str(cache_dir),
+        "STUDIO_OFFLINE": "1",
+    }
     log = open(tmp_path_factory.mktemp("browser-log") / "streamlit.log", "wb")  # noqa: SIM115
     process = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.headless", "true",
-         "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
-        cwd=PROJECT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            "app.py",
+            "--server.port",
+            str(port),
+            "--server.headless",
+            "true",
+            "--server.address",
+            "127.0.0.1",
+            "--browser.gatherUsageStats",
+            "false",
+        ],
+        cwd=PROJECT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
@@ -74,6 +107,12 @@ def wait_for_app(page, timeout: float = 60_000) -> None:
         " || !document.querySelector('[data-testid=\"stStatusWidget\"]').innerText.includes('Running')",
         timeout=timeout,
     )
+    # Images arrive after the page's elements; a screenshot should show them.
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('[data-testid=\"stImage\"] img')]"
+        ".every(image => image.complete && image.naturalWidth > 0)",
+        timeout=timeout,
+    )
 
 
 def png_bytes() -> bytes:
@@ -93,7 +132,7 @@ def test_whole_flow_in_a_real_browser(server, tmp_path):
     started = time.monotonic()
     with playwright_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page = browser.new_page(viewport={"width": 1400, "height": 2000})
 
         page.goto(f"{server}/data")
         page.get_by_text("1,797").first.wait_for(timeout=90_000)
@@ -129,7 +168,9 @@ def test_whole_flow_in_a_real_browser(server, tmp_path):
 
         page.goto(f"{server}/compare")
         page.get_by_role("heading", name="Compare").wait_for(timeout=60_000)
-        page.locator("[data-testid='stDataFrame'], [data-testid='stTable']").first.wait_for(timeout=60_000)
+        page.locator("[data-testid='stDataFrame'], [data-testid='stTable']").first.wait_for(
+            timeout=60_000
+        )
         wait_for_app(page)
         page.screenshot(path=ARTIFACTS / "5-compare.png", full_page=True)
 
@@ -145,4 +186,6 @@ def test_whole_flow_in_a_real_browser(server, tmp_path):
     elapsed = time.monotonic() - started
     (ARTIFACTS / "flow-seconds.txt").write_text(f"{elapsed:.1f}\n")
     assert "Traceback" not in text
-    assert elapsed < 240  # generous for a loaded CI machine; the figure itself is recorded in flow-seconds.txt
+    assert (
+        elapsed < 240
+    )  # generous for a loaded CI machine; the figure itself is recorded in flow-seconds.txt

@@ -34,6 +34,7 @@ def class_counts_bar(counts: dict[str, dict[str, int]]) -> go.Figure:
         margin=dict(t=30, b=10),
         height=360,
     )
+    figure.update_xaxes(type="category")  # class names such as "0".."9" are labels, not numbers
     return figure
 
 
@@ -146,7 +147,7 @@ def probability_bars(top_k: list[dict]) -> go.Figure:
     )
     figure.update_layout(
         xaxis=dict(title="probability", range=[0, 1]),
-        yaxis_title="class",
+        yaxis=dict(title="class", type="category"),
         height=60 + 32 * len(labels),
         margin=dict(t=10, b=10, l=10, r=10),
     )
@@ -160,7 +161,7 @@ def per_class_bars(per_run: dict[str, dict[str, float]], metric: str = "F1") -> 
         figure.add_bar(name=name, x=list(scores), y=list(scores.values()))
     figure.update_layout(
         barmode="group",
-        xaxis_title="class",
+        xaxis=dict(title="class", type="category"),
         yaxis=dict(title=metric, range=[0, 1.05]),
         height=360,
         margin=dict(t=20, b=10),

@@ -1,0 +1,1 @@
+"""Benchmarks and measurements of the engine and the dashboard; never run by the tests."""

@@ -1,0 +1,127 @@
+"""Measure the dashboard while a run trains: page-open times, reload, and cancel latency.
+
+    python -m bench.live_dashboard [--epochs 200]
+
+Starts `streamlit run app.py` on a free port with fresh runs and cache folders, starts a long digits
+run from the Train page in headless Chromium, then (1) opens the other pages and times each until
+its content is shown, (2) reloads the tab and checks that the same run is still shown training,
+(3) presses Cancel and times until the training process has ended. Prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+PROJECT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(PROJECT))
+
+from engine import runs  # noqa: E402
+from tests.test_browser import CHROMIUM, FLAGS, free_port, wait_for_app  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--epochs", type=int, default=200)
+    args = parser.parse_args()
+    from playwright.sync_api import sync_playwright
+
+    work = Path(tempfile.mkdtemp(prefix="studio-live-"))
+    port = free_port()
+    env = {
+        **os.environ,
+        "STUDIO_RUNS_DIR": str(work / "runs"),
+        "STUDIO_CACHE_DIR": str(work / "cache"),
+    }
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            "app.py",
+            "--server.port",
+            str(port),
+            "--server.headless",
+            "true",
+        ],
+        cwd=PROJECT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://localhost:{port}"
+    result: dict = {}
+    try:
+        for _ in range(120):
+            try:
+                urllib.request.urlopen(f"{url}/_stcore/health", timeout=2)
+                break
+            except OSError:
+                time.sleep(0.5)
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(
+                executable_path=CHROMIUM, args=FLAGS, headless=True
+            )
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(f"{url}/train")
+            page.get_by_role("heading", name="Train").wait_for(timeout=60_000)
+            epochs = page.get_by_label("Epochs", exact=True)
+            epochs.fill(str(args.epochs))
+            epochs.press("Enter")
+            wait_for_app(page)
+            page.get_by_role("button", name="Start training").click()
+            page.get_by_text("step").first.wait_for(
+                timeout=120_000
+            )  # the progress bar: training has begun
+            run_dir = next((work / "runs").iterdir())
+
+            opens = {}
+            for name, ready in (
+                ("data", "1,797"),
+                ("augment", "Augment"),
+                ("evaluate", "Evaluate"),
+                ("compare", "Compare"),
+                ("home", "Image Classification Studio"),
+            ):
+                started = time.monotonic()
+                page.goto(f"{url}/{'' if name == 'home' else name}")
+                page.get_by_text(ready).first.wait_for(timeout=60_000)
+                opens[name] = round(time.monotonic() - started, 2)
+            result["page_open_seconds_while_training"] = opens
+            result["state_while_pages_opened"] = runs.read_status(run_dir)["state"]
+
+            page.goto(f"{url}/train")
+            page.get_by_role("button", name="Cancel run").wait_for(timeout=60_000)
+            page.reload()
+            page.get_by_role("button", name="Cancel run").wait_for(timeout=60_000)
+            shown = (
+                page.locator("[data-testid='stSelectbox']").filter(has_text=run_dir.name).count()
+            )
+            result["after_reload_same_run_shown"] = shown > 0
+            result["after_reload_state"] = runs.read_status(run_dir)["state"]
+            pid = runs.read_status(run_dir)["pid"]
+            started = time.monotonic()
+            page.get_by_role("button", name="Cancel run").click()
+            while runs.process_alive(pid) and time.monotonic() - started < 60:
+                time.sleep(0.05)
+            result["cancel_to_process_end_seconds"] = round(time.monotonic() - started, 2)
+            result["final_state"] = runs.read_status(run_dir)["state"]
+            browser.close()
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+        shutil.rmtree(work, ignore_errors=True)
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,293 @@
+"""Data: choose a dataset, then see its classes and splits, sample images, image sizes and load report."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import streamlit as st
+
+from engine.config import DataConfig
+from engine.data import SPLITS
+from engine.errors import UserError
+from ui import data_views, figures, services
+from ui.data_views import SOURCES
+from ui.state import data_config, init_state, set_data_config
+
+init_state()
+PER_PAGE = 24
+
+st.title("Data")
+st.caption(
+    "Every other page works on the dataset loaded here. Loading reads file names and headers; "
+    "images are decoded only when they are shown or when training starts."
+)
+
+# ----- choose a source -------------------------------------------------------------------
+# The form opens on the loaded dataset: widget values are dropped when the user leaves the page.
+current = data_config()
+current_source = data_views.source_of(current.spec)
+for key, value in {
+    "data_source": current_source,
+    "data_tfds_name": current.spec.removeprefix("tfds:") if current_source == SOURCES[1] else "",
+    "data_tfds_train": current.train_split,
+    "data_tfds_validation": current.validation_split,
+    "data_tfds_test": current.test_split,
+    "data_tfds_dir": current.data_dir,
+    "data_folder": current.spec if current_source == SOURCES[2] else "",
+    "data_image_size": current.image_size,
+    "data_resize": current.resize,
+    "data_validation_fraction": current.validation_fraction,
+    "data_test_fraction": current.test_fraction,
+    "data_split_seed": current.split_seed,
+}.items():
+    st.session_state.setdefault(key, value)
+
+source = st.radio("Source", SOURCES, horizontal=True, key="data_source")
+spec, missing, tfds_fields, upload = "", "", {}, None
+if source == SOURCES[0]:
+    spec = "digits"
+    st.caption("scikit-learn's 1,797 handwritten digits: 8 × 8 pixels, 10 classes, works offline.")
+elif source == SOURCES[1]:
+    name = st.text_input(
+        "Dataset name",
+        key="data_tfds_name",
+        placeholder="tf_flowers, eurosat/rgb, beans, cats_vs_dogs",
+        help="Any image classification dataset of TensorFlow Datasets; the first load downloads it.",
+    )
+    spec = f"tfds:{name.strip().removeprefix('tfds:')}" if name.strip() else ""
+    missing = "Type a TensorFlow Datasets name such as tf_flowers or eurosat/rgb."
+    train_column, validation_column, test_column = st.columns(3)
+    tfds_fields = {
+        "train_split": train_column.text_input(
+            "Train split",
+            key="data_tfds_train",
+            placeholder="train[:80%]",
+            help="Empty picks the dataset's own train split.",
+        ),
+        "validation_split": validation_column.text_input(
+            "Validation split",
+            key="data_tfds_validation",
+            placeholder="train[80%:90%]",
+            help="Empty uses the dataset's own, or carves it out of train.",
+        ),
+        "test_split": test_column.text_input(
+            "Test split",
+            key="data_tfds_test",
+            placeholder="train[90%:]",
+            help="Empty uses the dataset's own, or carves it out of train.",
+        ),
+        "data_dir": st.text_input(
+            "Data folder",
+            key="data_tfds_dir",
+            placeholder="~/tensorflow_datasets",
+            help="Where TensorFlow Datasets keeps its files; empty is its default.",
+        ),
+    }
+    tfds_fields = {field: value.strip() for field, value in tfds_fields.items()}
+elif source == SOURCES[2]:
+    path = st.text_input(
+        "Folder",
+        key="data_folder",
+        placeholder="/home/me/pictures/animals",
+        help="A folder with one subfolder of images per class; a path to a .zip or .npz works too.",
+    )
+    spec = path.strip()
+    missing = "Type the path of a folder that holds one subfolder of images per class."
+else:
+    upload = st.file_uploader(
+        "Archive",
+        type=["zip", "npz"],
+        key="data_upload",
+        help="A .zip of class folders, or a .npz with X_train and y_train arrays (X_test, y_test optional).",
+    )
+    missing = "Choose a .zip or .npz file to upload first."
+
+with st.expander("Image size and splits"):
+    size_column, resize_column = st.columns(2)
+    image_size = size_column.number_input(
+        "Image size in pixels (0 = auto)",
+        min_value=0,
+        max_value=512,
+        step=8,
+        key="data_image_size",
+        help="The square side the model sees; auto takes the median side, within 32..128.",
+    )
+    resize = resize_column.radio(
+        "Resize",
+        ["squash", "crop"],
+        horizontal=True,
+        key="data_resize",
+        help="squash stretches to a square; crop cuts the centre square first.",
+    )
+    validation_column, test_column, seed_column = st.columns(3)
+    validation_fraction = validation_column.number_input(
+        "Validation fraction",
+        min_value=0.0,
+        max_value=0.45,
+        step=0.05,
+        format="%.2f",
+        key="data_validation_fraction",
+        help="Taken from train, stratified, when the source has no validation split.",
+    )
+    test_fraction = test_column.number_input(
+        "Test fraction",
+        min_value=0.0,
+        max_value=0.45,
+        step=0.05,
+        format="%.2f",
+        key="data_test_fraction",
+        help="Taken from train, stratified, when the source has no test split.",
+    )
+    split_seed = seed_column.number_input(
+        "Split seed",
+        min_value=0,
+        step=1,
+        key="data_split_seed",
+        help="The same seed gives the same split.",
+    )
+
+if st.button("Load", key="data_load", type="primary", icon=":material/download:"):
+    if upload is not None:
+        spec = str(services.save_upload(upload.name, upload.getvalue()))
+    if not spec:
+        st.error(missing)
+        st.stop()
+    candidate = DataConfig(
+        spec=spec,
+        image_size=int(image_size),
+        resize=resize,
+        validation_fraction=float(validation_fraction),
+        test_fraction=float(test_fraction),
+        split_seed=int(split_seed),
+        **tfds_fields,
+    )
+    try:
+        if spec.startswith("tfds:"):
+            with st.spinner(
+                f"Loading {spec}: the first time, TensorFlow Datasets downloads and prepares it, which can take minutes..."
+            ):
+                services.get_dataset(candidate)
+        else:
+            services.get_dataset(candidate)
+    except UserError as error:
+        message = str(error)
+        if upload is not None:  # name the file as the user knows it, not its cached copy
+            message = message.replace(Path(spec).name, upload.name)
+        st.error(message)
+        st.stop()
+    set_data_config(candidate)
+    for key in ("data_class", "data_page"):  # the old dataset's class and page mean nothing now
+        st.session_state.pop(key, None)
+
+# ----- the current dataset ---------------------------------------------------------------
+config = data_config()
+try:
+    dataset = services.get_dataset(config)
+    summary = services.dataset_summary(config)
+except UserError as error:
+    st.error(str(error))
+    st.stop()
+
+st.divider()
+st.header(data_views.display_name(config.spec))
+images_column, classes_column, size_column, skipped_column = st.columns(4)
+images_column.metric("Images", f"{summary['images']:,}")
+classes_column.metric("Classes", dataset.num_classes)
+size_column.metric(
+    "Training image size",
+    f"{dataset.image_size} × {dataset.image_size}",
+    help="Chosen from the data (median side, within 32..128)."
+    if config.image_size == 0
+    else "Set above.",
+)
+skipped_column.metric("Skipped files", len(summary["skipped"]))
+
+st.subheader("Images per class and split")
+counts_figure = figures.class_counts_bar(summary["counts"])
+st.plotly_chart(counts_figure, key="data_counts")
+train_counts = summary["counts"]["train"]
+if summary["imbalance"] > 1.5:
+    largest = max(train_counts, key=train_counts.get)
+    smallest = min(train_counts, key=train_counts.get)
+    st.warning(
+        f"The classes are imbalanced: in train, {largest} has {train_counts[largest]:,} images and "
+        f"{smallest} has {train_counts[smallest]:,} ({summary['imbalance']:.1f} times fewer). "
+        "Consider class weights on the Train page, or more images of the small classes."
+    )
+
+# ----- sample images ---------------------------------------------------------------------
+st.subheader("Sample images")
+st.session_state.setdefault("data_sample_seed", 0)
+
+
+def first_page() -> None:
+    st.session_state.pop("data_page", None)  # the pagination widget then opens on page 1
+
+
+def reshuffle() -> None:
+    st.session_state["data_sample_seed"] += 1
+    first_page()
+
+
+split_column, class_column, shuffle_column = st.columns([2, 2, 1], vertical_alignment="bottom")
+splits = [split for split in SPLITS if sum(summary["counts"][split].values())]
+split = split_column.radio("Split", splits, horizontal=True, key="data_split", on_change=first_page)
+class_choice = class_column.selectbox(
+    "Class",
+    [-1, *range(dataset.num_classes)],
+    format_func=lambda class_id: "All classes" if class_id < 0 else dataset.class_names[class_id],
+    key="data_class",
+    on_change=first_page,
+)
+shuffle_column.button(
+    "Reshuffle", key="data_shuffle", icon=":material/shuffle:", on_click=reshuffle
+)
+class_id = None if class_choice < 0 else class_choice
+
+total = data_views.count_items(config, split, class_id)
+pages = max(1, math.ceil(total / PER_PAGE))
+page = st.pagination(pages, key="data_page")
+items = data_views.sample_page(
+    config, split, page, PER_PAGE, st.session_state["data_sample_seed"], class_id
+)
+first = (page - 1) * PER_PAGE + 1
+if not items:
+    st.info(f"The {split} split has no images of this class.")
+else:
+    st.caption(f"{first:,}–{first + len(items) - 1:,} of {total:,} {split} images, in random order")
+with st.grid(8, min_column_width=96):
+    for item in items:
+        if item["image"] is None:
+            st.caption(f"{item['label']}: cannot be decoded (see the load report)")
+        else:
+            st.image(item["image"], caption=item["label"], width="stretch")
+
+# ----- image sizes and load report -------------------------------------------------------
+st.subheader("Original image sizes")
+statistics = summary["statistics"]
+if statistics.get("images"):
+    table_column, chart_column = st.columns([2, 3])
+    table_column.dataframe(data_views.statistics_rows(statistics), hide_index=True)
+    modes = ", ".join(f"{mode} ({count:,})" for mode, count in statistics["modes"].items())
+    table_column.caption(
+        f"Colour modes: {modes}. Distinct sizes: {statistics['distinct_sizes']:,}."
+    )
+    if statistics["distinct_sizes"] > 1:
+        chart_column.plotly_chart(data_views.original_sizes_figure(config), key="data_sizes")
+    else:
+        width, height = int(statistics["width"]["min"]), int(statistics["height"]["min"])
+        chart_column.info(f"Every image is {width} × {height} pixels.")
+else:
+    st.info("This source tells nothing about the original sizes.")
+
+st.subheader("Load report")
+if summary["skipped"]:
+    st.caption("Files left out and why.")
+    st.dataframe(summary["skipped"], hide_index=True)
+else:
+    st.success("No files were skipped.")
+if not summary["cached"]:
+    st.caption(
+        "Files that fail to decode are listed here too once training has decoded the dataset."
+    )

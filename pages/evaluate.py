@@ -1,0 +1,157 @@
+"""Evaluate: a completed run's test metrics, per-class scores, confusion matrix and its mistakes."""
+
+import streamlit as st
+
+from engine.errors import UserError
+from engine.runs import load_config
+from ui import services, state
+from ui.run_views import (
+    ALL_PAIRS,
+    completed_runs,
+    item_gallery,
+    no_runs_message,
+    pair_label,
+    pair_options,
+    per_class_table,
+    percent_column,
+    run_label,
+    selectable_confusion_heatmap,
+)
+from ui.state import init_state
+
+init_state()
+
+
+def pick_pair_from_matrix(options: list[str]) -> None:
+    """A clicked heatmap cell filters the gallery to that true → predicted pair."""
+    points = st.session_state["eval_matrix"].selection.get("points") or []
+    pair = pair_label(str(points[0]["y"]), str(points[0]["x"])) if points else ALL_PAIRS
+    st.session_state["eval_pair"] = pair if pair in options else ALL_PAIRS
+
+
+st.title("Evaluate")
+runs = completed_runs()
+if not runs:
+    no_runs_message("evaluate it")
+    st.stop()
+
+# ----- inputs ----------------------------------------------------------------------------------
+by_id = {run["run_id"]: run for run in runs}
+remembered = st.session_state.get(state.EVAL_RUN)
+run_id = st.selectbox(
+    "Run",
+    list(by_id),
+    index=list(by_id).index(remembered) if remembered in by_id else 0,
+    format_func=lambda run_id: run_label(by_id[run_id]),
+    key="eval_run",
+    help="Completed runs, newest first.",
+)
+st.session_state[state.EVAL_RUN] = run_id
+run_dir = by_id[run_id]["path"]
+
+# ----- the evaluation, computed once at the end of training --------------------------------------
+evaluation = services.evaluation(run_dir)
+if evaluation is None:
+    st.info("This run has no evaluation yet.")
+    if st.button("Evaluate on the test split", key="eval_compute", type="primary"):
+        try:
+            with st.spinner("Evaluating the best model..."):
+                evaluation = services.evaluate(run_dir)
+        except UserError as error:
+            st.error(str(error))
+    if evaluation is None:
+        st.stop()
+
+# ----- metrics -----------------------------------------------------------------------------------
+top_k = evaluation["top_k"]
+columns = st.columns(6)
+columns[0].metric("Accuracy", evaluation["accuracy"], format="percent", border=True)
+columns[1].metric(
+    f"Top-{top_k} accuracy", evaluation["top_k_accuracy"], format="percent", border=True
+)
+columns[2].metric("Macro F1", evaluation["macro_avg"]["f1-score"], format="%.3f", border=True)
+columns[3].metric("Weighted F1", evaluation["weighted_avg"]["f1-score"], format="%.3f", border=True)
+columns[4].metric("Images evaluated", evaluation["count"], format="localized", border=True)
+columns[5].metric("Split", evaluation["split"], border=True)
+
+st.subheader("Per class")
+st.dataframe(
+    per_class_table(evaluation),
+    hide_index=True,
+    column_config={
+        "precision": percent_column(
+            "precision", "Of the images predicted as this class, the share that is."
+        ),
+        "recall": percent_column("recall", "Of the images of this class, the share found."),
+        "f1": percent_column("F1", "Harmonic mean of precision and recall."),
+        "support": st.column_config.NumberColumn("images", format="%d"),
+    },
+)
+
+st.subheader("Confusion matrix")
+normalize = st.toggle(
+    "Row-normalised (share of each true class)",
+    key="eval_normalize",
+    help="Off: image counts. On: each row sums to 1, so small classes read as clearly as large ones.",
+)
+options = pair_options(evaluation)
+st.plotly_chart(
+    selectable_confusion_heatmap(
+        evaluation["confusion_matrix"], evaluation["class_names"], normalize
+    ),
+    key="eval_matrix",
+    on_select=lambda: pick_pair_from_matrix(options),
+    selection_mode="points",
+)
+st.caption("Click a cell off the diagonal to show its images in the gallery below.")
+
+st.subheader("Most confused pairs")
+if evaluation["most_confused"]:
+    st.dataframe(
+        evaluation["most_confused"],
+        hide_index=True,
+        column_config={
+            "true": "true class",
+            "predicted": "predicted as",
+            "count": st.column_config.NumberColumn("images", format="%d"),
+            "share_of_true": percent_column("share of the true class"),
+        },
+    )
+else:
+    st.success("No class is confused with another on this split.")
+
+# ----- galleries ---------------------------------------------------------------------------------
+try:
+    data_config = load_config(run_dir).data
+except UserError as error:
+    st.error(str(error))
+    st.stop()
+
+st.subheader(f"Misclassified images ({evaluation['misclassified_count']:,})")
+pair = st.selectbox("Class pair (true → predicted)", options, key="eval_pair")
+misclassified = [
+    item
+    for item in evaluation["misclassified"]
+    if pair == ALL_PAIRS or pair_label(item["true"], item["predicted"]) == pair
+]
+if misclassified:
+    st.caption("Most confident mistakes first; captions read true → predicted (confidence).")
+    item_gallery(
+        data_config,
+        misclassified,
+        lambda item: f"{pair_label(item['true'], item['predicted'])} ({item['confidence']:.0%})",
+        limit=48,
+    )
+else:
+    st.success("No misclassified images.")
+
+st.subheader("Highest loss")
+st.caption(
+    "The images the model found hardest, right or wrong; captions read true → predicted (loss)."
+)
+item_gallery(
+    data_config,
+    evaluation["highest_loss"],
+    lambda item: f"{pair_label(item['true'], item['predicted'])} ({item['loss']:.2f})",
+    limit=24,
+)

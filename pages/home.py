@@ -1,0 +1,71 @@
+"""Home: what the studio does, what TensorFlow sees, the current dataset and the recent runs."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from engine.errors import UserError
+from ui import data_views, services
+from ui.state import data_config, init_state, runs_dir
+
+init_state()
+
+st.title("Image Classification Studio")
+st.write(
+    "Load an image dataset, look at it, choose augmentations, train Keras classifiers and "
+    "compare, evaluate and try them, all on this machine."
+)
+
+st.subheader("What TensorFlow sees")
+devices = services.devices()
+tensorflow_column, cores_column, gpus_column = st.columns(3)
+tensorflow_column.metric("TensorFlow", devices["tensorflow"])
+cores_column.metric("CPU cores", devices["cpu_cores"])
+gpus_column.metric("GPUs", len(devices["gpus"]))
+if devices["gpus"]:
+    st.success(
+        "Training runs on "
+        + ", ".join(f"{gpu['model']} ({gpu['name']})" for gpu in devices["gpus"])
+    )
+else:
+    st.info("No GPU: training runs on the CPU.")
+
+st.subheader("Current dataset")
+config = data_config()
+try:
+    dataset = services.get_dataset(config)
+    st.write(
+        f"**{data_views.display_name(config.spec)}**: {dataset.num_classes} classes, {len(dataset.labels):,} images."
+    )
+except UserError as error:
+    st.write(f"**{data_views.display_name(config.spec)}**")
+    st.warning(f"It cannot be loaded: {error}")
+data_views.page_link("pages/data.py", "Change it on the Data page", ":material/photo_library:")
+
+st.subheader("Recent runs")
+rows = data_views.runs_rows(services.list_runs(runs_dir()))
+if rows:
+    st.dataframe(
+        rows[:20],
+        hide_index=True,
+        column_config={"test accuracy": st.column_config.NumberColumn(format="percent")},
+    )
+else:
+    st.info(f"No runs in {runs_dir()} yet: train one on the Train page.")
+
+st.subheader("Pages")
+with st.grid(3, min_column_width=220):
+    for label, icon, description in (
+        (
+            "Data",
+            ":material/photo_library:",
+            "Choose a dataset; see its classes, samples and sizes.",
+        ),
+        ("Augment", ":material/auto_fix_high:", "Choose augmentations and preview them."),
+        ("Train", ":material/model_training:", "Train a model and watch it learn."),
+        ("Evaluate", ":material/fact_check:", "Test metrics, confusion matrix and mistakes."),
+        ("Compare", ":material/compare:", "Runs side by side."),
+        ("Predict", ":material/center_focus_strong:", "Classify your own images."),
+    ):
+        with st.container(border=True):
+            data_views.page_link(f"pages/{label.lower()}.py", f"**{label}**", icon, description)

@@ -1,0 +1,109 @@
+"""Predict: classify uploaded or camera images with a completed run's best model."""
+
+import streamlit as st
+
+from engine.errors import UserError
+from ui import figures, services, state
+from ui.run_views import completed_runs, no_runs_message, prediction_table, run_label
+from ui.state import init_state
+
+init_state()
+
+IMAGE_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "gif"]
+DETAILED = 24  # images drawn with their own chart; the table below holds them all
+
+st.title("Predict")
+runs = completed_runs()
+if not runs:
+    no_runs_message("predict with it")
+    st.stop()
+
+# ----- inputs ----------------------------------------------------------------------------------
+by_id = {run["run_id"]: run for run in runs}
+remembered = st.session_state.get(state.PREDICT_RUN)
+run_id = st.selectbox(
+    "Run",
+    list(by_id),
+    index=list(by_id).index(remembered) if remembered in by_id else 0,
+    format_func=lambda run_id: run_label(by_id[run_id]),
+    key="predict_run",
+    help="Completed runs, newest first; predictions use the run's best model.",
+)
+st.session_state[state.PREDICT_RUN] = run_id
+
+try:
+    predictor = services.predictor(by_id[run_id]["path"])
+except UserError as error:
+    st.error(str(error))
+    st.stop()
+
+uploads = st.file_uploader(
+    "Images",
+    type=IMAGE_TYPES,
+    accept_multiple_files=True,
+    key="predict_files",
+    help="One or many images; each is resized the way the run's training images were.",
+)
+sources = [(upload.name, upload.getvalue()) for upload in uploads or []]
+if st.toggle("Use the camera", key="predict_use_camera", help="Asks the browser for the camera."):
+    photo = st.camera_input("Take a photo", key="predict_camera")
+    if photo is not None:
+        sources.append(("camera photo", photo.getvalue()))
+
+classes = len(predictor.class_names)
+top_k = st.slider(
+    "Top-k",
+    1,
+    min(10, classes),
+    min(3, classes),
+    key="predict_top_k",
+    help="How many of the most likely classes to show per image.",
+)
+if not sources:
+    st.info(f"Upload images to classify them into the run's {classes} classes.")
+    st.stop()
+
+# ----- predictions -----------------------------------------------------------------------------
+try:
+    with st.spinner("Predicting..."):
+        results = predictor.predict(sources, top_k)
+except UserError as error:
+    st.error(str(error))
+    st.stop()
+
+for position, ((name, data), result) in enumerate(zip(sources[:DETAILED], results, strict=False)):
+    if "error" in result:
+        st.error(f"{name}: {result['error']}. Upload a JPEG, PNG, WebP, BMP or GIF image.")
+        continue
+    best = result["top_k"][0]
+    with st.container(border=True):
+        picture, chart = st.columns([1, 3], vertical_alignment="center")
+        picture.image(data, caption=name, width=160)
+        chart.markdown(f"**{best['label']}** · {best['probability']:.1%}")
+        bars = figures.probability_bars(result["top_k"])
+        chart.plotly_chart(bars, key=f"predict_bars_{position}")
+if len(sources) > DETAILED:
+    st.caption(f"The first {DETAILED} images are drawn above; the table holds all {len(sources)}.")
+for result in results[DETAILED:]:
+    if "error" in result:
+        st.error(f"{result['file']}: {result['error']}.")
+
+st.subheader("Results")
+table = prediction_table(results)
+st.dataframe(
+    table,
+    hide_index=True,
+    column_config={
+        "probability": st.column_config.ProgressColumn(
+            "probability", format="percent", min_value=0.0, max_value=1.0
+        )
+    },
+)
+st.download_button(
+    "Download CSV",
+    table.to_csv(index=False),
+    file_name=f"predictions-{run_id}.csv",
+    mime="text/csv",
+    key="predict_download",
+    icon=":material/download:",
+)

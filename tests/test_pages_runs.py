@@ -1,0 +1,152 @@
+"""AppTest of the pages that read finished runs: Evaluate, Compare and Predict."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+
+PAGES = Path(__file__).resolve().parent.parent / "pages"
+
+
+@pytest.fixture(scope="module")
+def module_dirs(tmp_path_factory) -> dict[str, str]:
+    return {
+        "STUDIO_RUNS_DIR": str(tmp_path_factory.mktemp("module-runs")),
+        "STUDIO_CACHE_DIR": str(tmp_path_factory.mktemp("module-cache")),
+    }
+
+
+@pytest.fixture(scope="module")
+def trained_run(module_dirs) -> Path:
+    """One tiny completed run on the digits, shared by the tests of this module (~15 s)."""
+    from engine.config import RunConfig
+    from engine.runs import create_run
+    from engine.training import train_run
+
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in module_dirs.items():
+            patch.setenv(name, value)
+        config = RunConfig().replace(data={"image_size": 12}, train={"epochs": 1, "batch_size": 64})
+        run_dir = create_run(config, Path(module_dirs["STUDIO_RUNS_DIR"]))
+        status = train_run(run_dir)
+        assert status["state"] == "completed", status
+        yield run_dir
+
+
+@pytest.fixture
+def with_run(trained_run, module_dirs, monkeypatch) -> Path:
+    """Point the pages at the trained run's folders (conftest gives every test empty ones)."""
+    for name, value in module_dirs.items():
+        monkeypatch.setenv(name, value)
+    return trained_run
+
+
+def page(name: str) -> AppTest:
+    at = AppTest.from_file(str(PAGES / f"{name}.py"), default_timeout=60)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def png_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("name", ["evaluate", "compare", "predict"])
+def test_pages_without_runs_say_so(name):
+    at = page(name)
+    assert any("No completed runs" in info.value for info in at.info)
+    assert not at.get("plotly_chart")
+
+
+def test_evaluate_shows_metrics_and_confusion_matrix(with_run):
+    evaluation = json.loads((with_run / "evaluation.json").read_text())
+    at = page("evaluate")
+    assert at.selectbox(key="eval_run").value == with_run.name
+    metrics = {metric.label: metric.value for metric in at.metric}
+    assert float(metrics["Accuracy"]) == pytest.approx(evaluation["accuracy"])
+    assert int(metrics["Images evaluated"]) == evaluation["count"]
+    assert len(at.get("plotly_chart")) == 1  # the confusion matrix
+    per_class = at.dataframe[0].value
+    assert list(per_class["class"]) == evaluation["class_names"]
+
+    at.toggle(key="eval_normalize").set_value(True).run()
+    assert not at.exception
+    pairs = at.selectbox(key="eval_pair").options
+    assert pairs[0] == "all"
+    assert len(pairs) - 1 >= len(evaluation["most_confused"])
+    if len(pairs) > 1:  # a pair filters the gallery to its own images
+        at.selectbox(key="eval_pair").set_value(pairs[1]).run()
+        assert not at.exception
+        assert at.get("image"), "the misclassified gallery shows images"
+
+
+def test_evaluate_lists_names_when_the_dataset_is_gone(with_run, monkeypatch):
+    from engine.errors import UserError
+    from ui import services
+
+    def unavailable(*args, **kwargs):
+        raise UserError("The folder /gone does not exist; check the path.")
+
+    monkeypatch.setattr(services, "item_images", unavailable)
+    at = page("evaluate")
+    assert not at.get("image")
+    assert any("/gone does not exist" in warning.value for warning in at.warning)
+    names = at.dataframe[-1].value  # the highest-loss items, by name
+    evaluation = json.loads((with_run / "evaluation.json").read_text())
+    assert list(names["name"]) == [item["name"] for item in evaluation["highest_loss"][:24]]
+
+
+def test_evaluate_computes_a_missing_evaluation(with_run):
+    saved = json.loads((with_run / "evaluation.json").read_text())
+    (with_run / "evaluation.json").unlink()
+    at = page("evaluate")
+    assert not at.metric
+    at.button(key="eval_compute").click().run()
+    assert not at.exception
+    assert (with_run / "evaluation.json").is_file()
+    metrics = {metric.label: metric.value for metric in at.metric}
+    assert float(metrics["Accuracy"]) == pytest.approx(saved["accuracy"])
+
+
+def test_compare_shows_the_table(with_run):
+    at = page("compare")
+    assert at.multiselect(key="compare_runs").value == [with_run.name]
+    table = at.dataframe[0].value
+    status = json.loads((with_run / "status.json").read_text())
+    evaluation = json.loads((with_run / "evaluation.json").read_text())
+    assert list(table.columns) == [with_run.name]
+    column = table[with_run.name]
+    assert column["parameters"] == f"{status['parameters']['total']:,}"
+    assert column["test accuracy"] == f"{evaluation['accuracy']:.1%}"
+    assert column["epochs"] == "1"
+    assert len(at.get("plotly_chart")) == 2  # curves and per-class F1
+
+
+def test_predict_shows_top_k_and_names_a_broken_file(with_run):
+    at = page("predict")
+    assert at.slider(key="predict_top_k").value == 3
+    zero = np.zeros((12, 12, 3), dtype=np.uint8)
+    zero[2:10, 3:9] = 255
+    zero[4:8, 5:7] = 0
+    at.file_uploader(key="predict_files").set_value(
+        [("zero.png", png_bytes(zero), "image/png"), ("notes.png", b"not an image", "image/png")]
+    ).run()
+    assert not at.exception
+    errors = [error.value for error in at.error]
+    assert len(errors) == 1 and "notes.png" in errors[0]
+    table = at.dataframe[0].value.set_index("file")
+    class_names = json.loads((with_run / "evaluation.json").read_text())["class_names"]
+    assert table.loc["zero.png", "top-1 label"] in class_names
+    assert 0.0 < table.loc["zero.png", "probability"] <= 1.0
+    assert len(table.loc["zero.png", "top-k"].split(", ")) == 3
+    assert "Pillow" in table.loc["notes.png", "error"]
+    assert len(at.get("plotly_chart")) == 1  # bars for the image, none for the broken file

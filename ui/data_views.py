@@ -1,0 +1,136 @@
+"""Helpers of the Home, Data and Augment pages: sample pages, size figures, the runs table, links."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import plotly.graph_objects as go
+import streamlit as st
+from streamlit.errors import StreamlitPageNotFoundError
+
+from engine.config import DataConfig
+from engine.data import Dataset, default_cache_root
+from ui import services
+
+SOURCES = (
+    "Built-in digits",
+    "TensorFlow Datasets",
+    "Folder on this machine",
+    "Upload .zip or .npz",
+)
+
+
+def source_of(spec: str) -> str:
+    """The Data page's source choice that names a spec, so the form opens on the loaded dataset."""
+    if spec == "digits":
+        return SOURCES[0]
+    if spec.startswith("tfds:"):
+        return SOURCES[1]
+    if Path(spec).parent == default_cache_root() / "uploads":
+        return SOURCES[3]
+    return SOURCES[2]
+
+
+def display_name(spec: str) -> str:
+    """The spec as a heading; an upload shows its file name without the content hash."""
+    if source_of(spec) == SOURCES[3]:
+        path = Path(spec)
+        return f"Uploaded {re.sub(r'-[0-9a-f]{20}$', '', path.stem)}{path.suffix}"
+    return spec
+
+
+def count_items(config: DataConfig, split: str, class_id: int | None) -> int:
+    """How many items a split has, of one class or of all (None)."""
+    dataset = services.get_dataset(config)
+    labels = dataset.labels[dataset.indices(split)]
+    return int(len(labels) if class_id is None else (labels == class_id).sum())
+
+
+def sample_page(
+    config: DataConfig, split: str, page: int, per_page: int, seed: int, class_id: int | None
+) -> list[dict]:
+    """One page of a split's shuffled items with their labels and 96-pixel images.
+
+    The order is one permutation per seed, so page 2 continues page 1; only the shown page is
+    decoded, and services.item_images caches it.
+    """
+    dataset = services.get_dataset(config)
+    order = dataset.sample_indices(split, page * per_page, seed=seed, class_id=class_id)
+    chosen = order[(page - 1) * per_page :]
+    images = services.item_images(config, chosen.tolist(), size=96)
+    return [
+        {"index": int(index), "image": image, "label": dataset.class_names[dataset.labels[index]]}
+        for index, image in zip(chosen, images, strict=True)
+    ]
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def _original_sides(_dataset: Dataset, key: str) -> tuple[list[int], list[int]]:
+    headers = _dataset.source.headers or []
+    return [header[0] for header in headers], [header[1] for header in headers]
+
+
+def original_sizes_figure(config: DataConfig) -> go.Figure:
+    """Overlaid histograms of the files' original widths and heights (from headers, nothing decoded)."""
+    widths, heights = _original_sides(services.get_dataset(config), services.config_key(config))
+    figure = go.Figure()
+    figure.add_histogram(x=widths, name="width", opacity=0.6, nbinsx=40)
+    figure.add_histogram(x=heights, name="height", opacity=0.6, nbinsx=40)
+    figure.update_layout(
+        barmode="overlay",
+        xaxis_title="pixels",
+        yaxis_title="images",
+        legend_title="side",
+        height=280,
+        margin=dict(t=20, b=10),
+    )
+    return figure
+
+
+def statistics_rows(statistics: dict) -> list[dict]:
+    """Width, height and aspect ratio as min / median / max rows for a small table."""
+    rows = []
+    for name, label in (
+        ("width", "width (px)"),
+        ("height", "height (px)"),
+        ("aspect_ratio", "aspect (w / h)"),
+    ):
+        values = statistics[name]
+        rows.append({"": label, **{k: round(values[k], 2) for k in ("min", "median", "max")}})
+    return rows
+
+
+def runs_rows(runs: list[dict]) -> list[dict]:
+    """The Home page's table: one row per run, newest first."""
+    rows = []
+    for run in runs:
+        config = run.get("config") or {}
+        rows.append(
+            {
+                "run": run["run_id"],
+                "model": (config.get("model") or {}).get("name"),
+                "dataset": display_name((config.get("data") or {}).get("spec") or ""),
+                "state": run.get("state"),
+                "test accuracy": run.get("test_accuracy"),
+                "created (UTC)": (run.get("created_at") or "")[:19].replace("T", " "),
+            }
+        )
+    return rows
+
+
+def page_link(page: str, label: str, icon: str, description: str = "") -> None:
+    """st.page_link and a line below it; plain text when the page runs alone under AppTest."""
+    try:
+        st.page_link(page, label=label, icon=icon)
+    except StreamlitPageNotFoundError:  # no app.py navigation around this page
+        st.markdown(label)
+    if description:
+        st.caption(description)
+
+
+def enlarge(image: np.ndarray, side: int) -> np.ndarray:
+    """Nearest-neighbour upscale to about `side` pixels, so small images stay sharp on screen."""
+    factor = max(1, side // max(image.shape[:2]))
+    return image.repeat(factor, axis=0).repeat(factor, axis=1)

@@ -1,0 +1,175 @@
+"""Pieces shared by the Evaluate, Compare and Predict pages: run pickers' data, tables, galleries."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+from streamlit.errors import StreamlitPageNotFoundError
+
+from engine.errors import UserError
+from ui import figures, services, state
+
+ALL_PAIRS = "all"
+MISSING_IMAGE = np.full((96, 96, 3), 200, dtype=np.uint8)  # stands in for an undecodable item
+
+
+def completed_runs() -> list[dict]:
+    """Completed runs of the runs folder, newest first (as engine.runs.list_runs gives them)."""
+    return [run for run in services.list_runs(state.runs_dir()) if run["state"] == "completed"]
+
+
+def run_label(run: dict) -> str:
+    accuracy = run.get("test_accuracy")
+    score = f"test accuracy {accuracy:.1%}" if accuracy is not None else "not evaluated"
+    return f"{run['run_id']} · {score}"
+
+
+def no_runs_message(purpose: str) -> None:
+    """Say there is nothing to work on yet and point to the Train page."""
+    st.info(f"No completed runs in {state.runs_dir()} yet; train a model first to {purpose}.")
+    try:
+        st.page_link("pages/train.py", label="Train a model", icon=":material/model_training:")
+    except StreamlitPageNotFoundError:  # the page runs alone (AppTest), without the router's pages
+        st.caption("Open **Train** in the sidebar to start a run.")
+
+
+def pair_label(true: str, predicted: str) -> str:
+    return f"{true} → {predicted}"
+
+
+def pair_options(evaluation: dict) -> list[str]:
+    """The gallery filter: all, the most-confused pairs, then other pairs with mistakes."""
+    pairs = [
+        pair_label(row["true"], row["predicted"]) for row in evaluation.get("most_confused", [])
+    ]
+    for item in evaluation.get("misclassified", []):
+        label = pair_label(item["true"], item["predicted"])
+        if label not in pairs:
+            pairs.append(label)
+    return [ALL_PAIRS, *pairs]
+
+
+def item_gallery(data_config, items: list[dict], caption, limit: int) -> None:
+    """Thumbnails of evaluation items with a caption each; names in a table when images are unavailable."""
+    shown = items[:limit]
+    if len(items) > limit:
+        st.caption(f"Showing {limit} of {len(items)}.")
+    try:
+        images = services.item_images(data_config, [item["index"] for item in shown], size=96)
+    except UserError as error:
+        st.warning(f"The images cannot be shown: {error} Their names are listed instead.")
+        table = pd.DataFrame(shown)[["name", "true", "predicted", "confidence", "loss"]]
+        st.dataframe(
+            table, hide_index=True, column_config={"confidence": percent_column("confidence")}
+        )
+        return
+    st.image(
+        [MISSING_IMAGE if image is None else image for image in images],
+        caption=[
+            caption(item) + (" (cannot be decoded)" if image is None else "")
+            for item, image in zip(shown, images, strict=True)
+        ],
+        width=96,
+    )
+
+
+def percent_column(label: str, help: str | None = None):
+    return st.column_config.ProgressColumn(
+        label, help=help, format="percent", min_value=0.0, max_value=1.0
+    )
+
+
+def per_class_table(evaluation: dict) -> pd.DataFrame:
+    return pd.DataFrame(evaluation["per_class"])[["class", "precision", "recall", "f1", "support"]]
+
+
+def comparison_table(runs: list[dict]) -> pd.DataFrame:
+    """What each run trained, how well and how fast: one row per measure, one column per run."""
+
+    def shown(value, template: str) -> str:
+        return "—" if value is None else template.format(value)
+
+    columns = {}
+    for run in runs:
+        status, config = run["status"], run["config"]
+        columns[run["run_id"]] = {
+            "model": config.get("model", {}).get("name"),
+            "dataset": config.get("data", {}).get("spec"),
+            "test accuracy": shown(run.get("test_accuracy"), "{:.1%}"),
+            "macro F1": shown(run.get("macro_f1"), "{:.3f}"),
+            "parameters": shown((status.get("parameters") or {}).get("total"), "{:,}"),
+            "training time": shown(status.get("train_seconds"), "{:,.1f} s"),
+            "images/s": shown(status.get("images_per_second"), "{:,.0f}"),
+            "epochs": shown(status.get("epochs_done"), "{}"),
+            "best epoch": shown(status.get("best_epoch"), "{}"),
+        }
+    return pd.DataFrame(columns).rename_axis("run")
+
+
+def flatten(config: dict, prefix: str = "") -> dict[str, object]:
+    """{"train": {"epochs": 3}} -> {"train.epochs": 3}."""
+    flat: dict[str, object] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def config_differences(configs: dict[str, dict]) -> pd.DataFrame:
+    """The config keys whose values differ between runs: one row per key, one column per run."""
+    flat = {run_id: flatten(config) for run_id, config in configs.items()}
+    keys = sorted({key for values in flat.values() for key in values})
+    differing = [
+        key for key in keys if len({repr(values.get(key)) for values in flat.values()}) > 1
+    ]
+    # Strings keep mixed values (numbers, booleans, missing keys) readable in one column.
+    table = {
+        run_id: ["—" if key not in values else str(values[key]) for key in differing]
+        for run_id, values in flat.items()
+    }
+    return pd.DataFrame(table, index=pd.Index(differing, name="setting"))
+
+
+def prediction_table(results: list[dict]) -> pd.DataFrame:
+    """One row per file: its top-1 label and probability, all top-k labels, or why it failed."""
+    rows = []
+    for result in results:
+        top_k = result.get("top_k") or []
+        rows.append(
+            {
+                "file": result["file"],
+                "top-1 label": top_k[0]["label"] if top_k else "",
+                "probability": top_k[0]["probability"] if top_k else None,
+                "top-k": ", ".join(
+                    f"{item['label']} ({item['probability']:.1%})" for item in top_k
+                ),
+                "error": result.get("error", ""),
+            }
+        )
+    table = pd.DataFrame(rows, columns=["file", "top-1 label", "probability", "top-k", "error"])
+    return table if table["error"].any() else table.drop(columns="error")
+
+
+def selectable_confusion_heatmap(matrix: list[list[int]], class_names: list[str], normalize: bool):
+    """ui.figures.confusion_heatmap with a transparent marker on every cell.
+
+    Streamlit reports no selection for clicks on a Plotly heatmap (streamlit/streamlit#8760), but
+    it does for scatter points, so the markers make a clicked cell come back as (x, y).
+    """
+    figure = figures.confusion_heatmap(matrix, class_names, normalize)
+    heatmap = figure.data[0]
+    figure.add_scatter(
+        x=[predicted for _ in class_names for predicted in class_names],
+        y=[true for true in class_names for _ in class_names],
+        text=[value for row in heatmap.text for value in row],
+        mode="markers",
+        marker=dict(symbol="square", size=18, color="rgba(0,0,0,0)"),
+        hovertemplate=heatmap.hovertemplate,
+        showlegend=False,
+    )
+    heatmap.update(hoverinfo="skip", hovertemplate=None)
+    return figure
