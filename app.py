@@ -2,12 +2,14 @@
 
 import streamlit as st
 
+from ui.services import warm_up
 from ui.state import init_state
 
 st.set_page_config(
     page_title="Image Classification Studio", page_icon=":material/image_search:", layout="wide"
 )
 init_state()
+warm_up()
 
 PAGES = [
     st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),

@@ -189,3 +189,17 @@ def model_catalog() -> list[dict]:
     from engine.models import list_models
 
     return list_models()
+
+
+@st.cache_resource(show_spinner=False)
+def warm_up() -> bool:
+    """Import TensorFlow in the background once per server, so the first preview or prediction
+    does not wait for it. The thread only imports; it never calls streamlit."""
+    import threading
+
+    def load() -> None:
+        import engine.augment  # noqa: F401  imports TensorFlow and Keras
+        import engine.predict  # noqa: F401
+
+    threading.Thread(target=load, name="tensorflow-warm-up", daemon=True).start()
+    return True
