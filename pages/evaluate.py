@@ -14,7 +14,7 @@ from ui.run_views import (
     pair_options,
     per_class_table,
     percent_column,
-    run_label,
+    pick_run,
     selectable_confusion_heatmap,
 )
 from ui.state import init_state
@@ -36,18 +36,9 @@ if not runs:
     st.stop()
 
 # ----- inputs ----------------------------------------------------------------------------------
-by_id = {run["run_id"]: run for run in runs}
-remembered = st.session_state.get(state.EVAL_RUN)
-run_id = st.selectbox(
-    "Run",
-    list(by_id),
-    index=list(by_id).index(remembered) if remembered in by_id else 0,
-    format_func=lambda run_id: run_label(by_id[run_id]),
-    key="eval_run",
-    help="Completed runs, newest first.",
-)
-st.session_state[state.EVAL_RUN] = run_id
-run_dir = by_id[run_id]["path"]
+run = pick_run(runs, "eval_run", state.EVAL_RUN, help="Completed runs, newest first.")
+run_id = run["run_id"]
+run_dir = run["path"]
 
 # ----- the evaluation, computed once at the end of training --------------------------------------
 evaluation = services.evaluation(run_dir)

@@ -4,7 +4,7 @@ import streamlit as st
 
 from engine.errors import UserError
 from ui import figures, services, state
-from ui.run_views import completed_runs, no_runs_message, prediction_table, run_label
+from ui.run_views import completed_runs, no_runs_message, pick_run, prediction_table
 from ui.state import init_state
 
 init_state()
@@ -19,20 +19,16 @@ if not runs:
     st.stop()
 
 # ----- inputs ----------------------------------------------------------------------------------
-by_id = {run["run_id"]: run for run in runs}
-remembered = st.session_state.get(state.PREDICT_RUN)
-run_id = st.selectbox(
-    "Run",
-    list(by_id),
-    index=list(by_id).index(remembered) if remembered in by_id else 0,
-    format_func=lambda run_id: run_label(by_id[run_id]),
-    key="predict_run",
+run = pick_run(
+    runs,
+    "predict_run",
+    state.PREDICT_RUN,
     help="Completed runs, newest first; predictions use the run's best model.",
 )
-st.session_state[state.PREDICT_RUN] = run_id
+run_id = run["run_id"]
 
 try:
-    predictor = services.predictor(by_id[run_id]["path"])
+    predictor = services.predictor(run["path"])
 except UserError as error:
     st.error(str(error))
     st.stop()

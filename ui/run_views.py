@@ -19,6 +19,22 @@ def completed_runs() -> list[dict]:
     return [run for run in services.list_runs(state.runs_dir()) if run["state"] == "completed"]
 
 
+def pick_run(runs: list[dict], key: str, remembered_key: str, help: str) -> dict:
+    """A run selectbox that remembers its choice across pages under remembered_key."""
+    by_id = {run["run_id"]: run for run in runs}
+    remembered = st.session_state.get(remembered_key)
+    run_id = st.selectbox(
+        "Run",
+        list(by_id),
+        index=list(by_id).index(remembered) if remembered in by_id else 0,
+        format_func=lambda run_id: run_label(by_id[run_id]),
+        key=key,
+        help=help,
+    )
+    st.session_state[remembered_key] = run_id
+    return by_id[run_id]
+
+
 def run_label(run: dict) -> str:
     accuracy = run.get("test_accuracy")
     score = f"test accuracy {accuracy:.1%}" if accuracy is not None else "not evaluated"
