@@ -115,10 +115,11 @@ def main() -> None:
             page.get_by_role("button", name="Cancel run").wait_for(timeout=60_000)
             page.reload()
             page.get_by_role("button", name="Cancel run").wait_for(timeout=60_000)
-            shown = (
-                page.locator("[data-testid='stSelectbox']").filter(has_text=run_dir.name).count()
-            )
-            result["after_reload_same_run_shown"] = shown > 0
+            wait_for_app(page)
+            page.screenshot(path=str(PROJECT / "test-artifacts" / "live-after-reload.png"))
+            main_text = page.locator("[data-testid='stMain']").inner_text()
+            result["after_reload_same_run_shown"] = run_dir.name in page.content()
+            result["after_reload_running_shown"] = "running" in main_text
             result["after_reload_state"] = runs.read_status(run_dir)["state"]
             pid = runs.read_status(run_dir)["pid"]
             started = time.monotonic()
