@@ -9,11 +9,13 @@ on a machine without GPUs.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 from typing import Any
 
 
+@functools.cache
 def describe_devices() -> dict[str, Any]:
     """CPU and GPUs TensorFlow sees, with GPU names, for the dashboard's home page."""
     import tensorflow as tf

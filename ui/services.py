@@ -193,13 +193,21 @@ def model_catalog() -> list[dict]:
 
 @st.cache_resource(show_spinner=False)
 def warm_up() -> bool:
-    """Import TensorFlow in the background once per server, so the first preview or prediction
-    does not wait for it. The thread only imports; it never calls streamlit."""
+    """Import TensorFlow, scikit-learn and Plotly in the background once per server, so the first
+    page, preview or prediction does not wait for them. The thread never draws anything."""
     import threading
 
     def load() -> None:
+        # The heavy imports every page needs sooner or later, done before the first click.
+        import plotly.subplots  # noqa: F401
+        import sklearn.datasets  # noqa: F401
+        import sklearn.metrics  # noqa: F401
+
         import engine.augment  # noqa: F401  imports TensorFlow and Keras
         import engine.predict  # noqa: F401
+        from engine.devices import describe_devices
+
+        describe_devices()  # cached in the engine, so the Home page's call returns at once
 
     threading.Thread(target=load, name="tensorflow-warm-up", daemon=True).start()
     return True
