@@ -62,6 +62,9 @@ class ModelConfig:
     dropout: float = 0.3
     dense_units: int = 128
     pooling: str = "global_average"  # global_average or flatten
+    stem_size: int = (
+        64  # stride-2 stem convolutions halve larger inputs to this side first; 0 = none
+    )
     # transfer learning from keras.applications
     weights: str = "imagenet"  # imagenet, none, or the path of a local weights file
     mode: str = "feature_extraction"  # feature_extraction, fine_tuning or two_phase

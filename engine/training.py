@@ -301,11 +301,16 @@ class RunRecorder(keras.callbacks.Callback):
         self.current_epoch = epoch
         self.epoch_started = time.monotonic()
         self.train_seconds = 0.0
+        self._last_logged_step = 0
 
     def on_train_batch_end(self, batch, logs=None):
         now = time.monotonic()
-        step = batch + 1
-        if step % self.every_steps == 0 and step < self.steps_per_epoch:
+        step = batch + 1  # with steps_per_execution > 1 Keras reports every few steps only
+        self.train_seconds = (
+            now - self.epoch_started
+        )  # at the epoch's last batch: its training time
+        if step - self._last_logged_step >= self.every_steps and step < self.steps_per_epoch:
+            self._last_logged_step = step
             append_jsonl(
                 self.run_dir / "history.jsonl",
                 {
@@ -324,8 +329,6 @@ class RunRecorder(keras.callbacks.Callback):
             if self.cancel_flag["set"] or runs.cancel_requested(self.run_dir):
                 self.cancelled = True
                 raise _Cancelled()
-        if step == self.steps_per_epoch:
-            self.train_seconds = now - self.epoch_started
 
     @property
     def _epoch(self) -> int:

@@ -284,17 +284,15 @@ class Dataset:
         images, labels, num_classes = self.images(), self.labels, self.num_classes
         size = self.image_size
 
-        def gather(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            order = np.argsort(
-                batch
-            )  # read the file in order, then put the batch back in its order
-            rows = np.empty((len(batch), size, size, 3), dtype=np.uint8)
-            rows[order] = images[batch[order]]
-            return rows, labels[batch]
+        def gather(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            # Order within a batch does not matter to training, so read the cache file in order
+            # (one fancy-index copy) and hand back the item numbers in that order too.
+            batch = np.sort(batch)
+            return images[batch], labels[batch], batch
 
         def load(batch):
-            rows, batch_labels = tf.numpy_function(
-                gather, [batch], (tf.uint8, tf.int64), stateful=False
+            rows, batch_labels, batch = tf.numpy_function(
+                gather, [batch], (tf.uint8, tf.int64, tf.int64), stateful=False
             )
             rows = tf.ensure_shape(tf.cast(rows, tf.float32), (None, size, size, 3))
             batch_labels = tf.ensure_shape(batch_labels, (None,))
