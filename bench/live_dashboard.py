@@ -12,20 +12,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 PROJECT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT))
 
 from engine import runs  # noqa: E402
-from tests.test_browser import CHROMIUM, FLAGS, free_port, wait_for_app  # noqa: E402
+from tests.test_browser import CHROMIUM, FLAGS, streamlit_server, wait_for_app  # noqa: E402
 
 
 def main() -> None:
@@ -35,39 +32,17 @@ def main() -> None:
     from playwright.sync_api import sync_playwright
 
     work = Path(tempfile.mkdtemp(prefix="studio-live-"))
-    port = free_port()
-    env = {
-        **os.environ,
-        "STUDIO_RUNS_DIR": str(work / "runs"),
-        "STUDIO_CACHE_DIR": str(work / "cache"),
-    }
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "streamlit",
-            "run",
-            "app.py",
-            "--server.port",
-            str(port),
-            "--server.headless",
-            "true",
-        ],
-        cwd=PROJECT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://localhost:{port}"
+    (work / "runs").mkdir()
+    (work / "cache").mkdir()
+    (PROJECT / "test-artifacts").mkdir(exist_ok=True)
     result: dict = {}
     try:
-        for _ in range(120):
-            try:
-                urllib.request.urlopen(f"{url}/_stcore/health", timeout=2)
-                break
-            except OSError:
-                time.sleep(0.5)
-        with sync_playwright() as playwright:
+        with (
+            streamlit_server(
+                work / "runs", work / "cache", work / "streamlit.log", offline=False
+            ) as url,
+            sync_playwright() as playwright,
+        ):
             browser = playwright.chromium.launch(
                 executable_path=CHROMIUM, args=FLAGS, headless=True
             )
@@ -138,8 +113,6 @@ def main() -> None:
             result["final_state"] = runs.read_status(run_dir)["state"]
             browser.close()
     finally:
-        server.terminate()
-        server.wait(timeout=20)
         shutil.rmtree(work, ignore_errors=True)
     print(json.dumps(result, indent=2))
 

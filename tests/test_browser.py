@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import shutil
@@ -44,59 +45,60 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+@contextlib.contextmanager
+def streamlit_server(runs_dir: Path, cache_dir: Path, log_file: Path, offline: bool = True):
+    """`streamlit run app.py` on a free localhost port; yields its URL once it answers."""
+    port = free_port()
+    env = {**os.environ, "STUDIO_RUNS_DIR": str(runs_dir), "STUDIO_CACHE_DIR": str(cache_dir)}
+    if offline:
+        env["STUDIO_OFFLINE"] = "1"
+    command = [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        "app.py",
+        "--server.port",
+        str(port),
+        "--server.headless",
+        "true",
+        "--server.address",
+        "127.0.0.1",
+    ]
+    with open(log_file, "wb") as log:
+        process = subprocess.Popen(
+            command, cwd=PROJECT, env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+        try:
+            url = f"http://127.0.0.1:{port}"
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).status == 200:
+                        break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(
+                            f"streamlit did not start within 60 s; see {log_file}"
+                        ) from None
+                    time.sleep(0.5)
+            yield url
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    port = free_port()
-    runs_dir, cache_dir = (
+    with streamlit_server(
         tmp_path_factory.mktemp("browser-runs"),
         tmp_path_factory.mktemp("browser-cache"),
-    )
-    env = {
-        **os.environ,
-        "STUDIO_RUNS_DIR": str(runs_dir),
-        "STUDIO_CACHE_DIR": str(cache_dir),
-        "STUDIO_OFFLINE": "1",
-    }
-    log = open(tmp_path_factory.mktemp("browser-log") / "streamlit.log", "wb")  # noqa: SIM115
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "streamlit",
-            "run",
-            "app.py",
-            "--server.port",
-            str(port),
-            "--server.headless",
-            "true",
-            "--server.address",
-            "127.0.0.1",
-            "--browser.gatherUsageStats",
-            "false",
-        ],
-        cwd=PROJECT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).status == 200:
-                break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        process.kill()
-        pytest.fail("streamlit did not start within 60 s")
-    yield url
-    process.terminate()
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-    log.close()
+        tmp_path_factory.mktemp("browser-log") / "streamlit.log",
+    ) as url:
+        yield url
 
 
 def wait_for_app(page, timeout: float = 60_000) -> None:

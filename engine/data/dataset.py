@@ -151,7 +151,8 @@ class Dataset:
         if self._cache is not None:
             return
         meta = read_json(self.cache_dir / "meta.json")
-        if meta is None or meta.get("count") != len(self.source.items):
+        stale = meta is None or meta.get("count") != len(self.source.items)
+        if stale or not (self.cache_dir / "images.u8").is_file():
             self._build_cache(progress, workers)
             meta = read_json(self.cache_dir / "meta.json")
         self._cache = CacheInfo(
