@@ -102,13 +102,15 @@ def server(tmp_path_factory):
 
 
 def wait_for_app(page, timeout: float = 60_000) -> None:
-    """Wait until Streamlit has finished running the page's script and its images have arrived."""
+    """Wait until Streamlit has finished the page's script and its images and charts are drawn."""
     page.wait_for_selector(
         "[data-testid='stApp'][data-test-script-state='notRunning']", timeout=timeout
     )
     page.wait_for_function(
         "() => [...document.querySelectorAll('[data-testid=\"stImage\"] img')]"
-        ".every(image => image.complete && image.naturalWidth > 0)",
+        ".every(image => image.complete && image.naturalWidth > 0)"
+        " && [...document.querySelectorAll('[data-testid=\"stPlotlyChart\"]')]"
+        ".every(chart => chart.querySelector('.main-svg'))",
         timeout=timeout,
     )
 
