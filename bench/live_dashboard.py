@@ -25,6 +25,16 @@ from engine import runs  # noqa: E402
 from tests.test_browser import CHROMIUM, FLAGS, streamlit_server, wait_for_app  # noqa: E402
 
 
+def time_page(page, open_page, ready: str) -> dict[str, float]:
+    """Seconds until a page's marker text shows (content) and until it is idle and drawn (complete)."""
+    started = time.monotonic()
+    open_page()
+    page.get_by_text(ready).first.wait_for(timeout=60_000)
+    shown = time.monotonic() - started
+    wait_for_app(page)
+    return {"content": round(shown, 2), "complete": round(time.monotonic() - started, 2)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--epochs", type=int, default=200)
@@ -67,27 +77,21 @@ def main() -> None:
                 ("Predict", "Predict"),
                 ("Home", "Image Classification Studio"),
             )
-            clicked, loaded = {}, {}
-            for name, ready in pages:  # as a person switches pages: the sidebar
-                started = time.monotonic()
-                page.locator("[data-testid='stSidebarNav']").get_by_text(name, exact=True).click()
-                page.get_by_text(ready).first.wait_for(timeout=60_000)
-                shown = time.monotonic() - started
-                wait_for_app(page)
-                clicked[name] = {
-                    "content": round(shown, 2),
-                    "complete": round(time.monotonic() - started, 2),
-                }
-            for name, ready in pages:  # a bookmark or a new tab: the whole frontend loads again
-                started = time.monotonic()
-                page.goto(f"{url}/{'' if name == 'Home' else name.lower()}")
-                page.get_by_text(ready).first.wait_for(timeout=60_000)
-                shown = time.monotonic() - started
-                wait_for_app(page)
-                loaded[name] = {
-                    "content": round(shown, 2),
-                    "complete": round(time.monotonic() - started, 2),
-                }
+            sidebar = page.locator("[data-testid='stSidebarNav']")
+            clicked = {  # as a person switches pages: the sidebar
+                name: time_page(
+                    page, lambda n=name: sidebar.get_by_text(n, exact=True).click(), ready
+                )
+                for name, ready in pages
+            }
+            loaded = {  # a bookmark or a new tab: the whole frontend loads again
+                name: time_page(
+                    page,
+                    lambda n=name: page.goto(f"{url}/{'' if n == 'Home' else n.lower()}"),
+                    ready,
+                )
+                for name, ready in pages
+            }
             result["page_open_seconds_while_training"] = {
                 "sidebar_click": clicked,
                 "new_tab": loaded,

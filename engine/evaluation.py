@@ -13,7 +13,7 @@ import numpy as np
 from sklearn import metrics
 
 from engine import runs
-from engine.jsonio import atomic_write_bytes, read_json, write_json
+from engine.jsonio import atomic_write_bytes, write_json
 
 GALLERY_SIZE = 48
 
@@ -155,8 +155,8 @@ def evaluate_run(run_dir: Path, split: str = "", top_k: int = 5) -> dict:
     )
     atomic_write_bytes(run_dir / "predictions.npz", buffer.getvalue())
     write_json(run_dir / "evaluation.json", result)
+    # The headline goes into status.json too, so listing runs never reads the large evaluation.
+    runs.update_status(
+        run_dir, test_accuracy=result["accuracy"], macro_f1=result["macro_avg"]["f1-score"]
+    )
     return result
-
-
-def read_evaluation(run_dir: Path) -> dict | None:
-    return read_json(Path(run_dir) / "evaluation.json")

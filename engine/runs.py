@@ -181,7 +181,6 @@ def list_runs(runs_dir: Path | None = None) -> list[dict]:
         if not (run_dir / "config.json").is_file():
             continue
         status = read_status(run_dir)
-        evaluation = read_json(run_dir / "evaluation.json", {}) or {}
         result.append(
             {
                 "run_id": run_dir.name,
@@ -190,11 +189,8 @@ def list_runs(runs_dir: Path | None = None) -> list[dict]:
                 "created_at": status.get("created_at"),
                 "status": status,
                 "config": read_json(run_dir / "config.json", {}),
-                "test_accuracy": evaluation.get("accuracy"),
-                "macro_f1": (evaluation.get("macro_avg") or {}).get("f1-score"),
-                "mtime": (run_dir / "status.json").stat().st_mtime
-                if (run_dir / "status.json").exists()
-                else 0,
+                "test_accuracy": status.get("test_accuracy"),
+                "macro_f1": status.get("macro_f1"),
             }
         )
     return sorted(result, key=lambda r: (r["created_at"] or "", r["run_id"]), reverse=True)

@@ -168,11 +168,3 @@ def per_class_bars(per_run: dict[str, dict[str, float]], metric: str = "F1") -> 
         legend=dict(orientation="h", y=-0.25),
     )
     return figure
-
-
-def histogram(values: list[float], title: str, axis: str) -> go.Figure:
-    figure = go.Figure(go.Histogram(x=values, nbinsx=30))
-    figure.update_layout(
-        title=title, xaxis_title=axis, yaxis_title="images", height=260, margin=dict(t=40, b=10)
-    )
-    return figure

@@ -239,8 +239,7 @@ class Dataset:
         An item that cannot be decoded gives None (the load report names it).
         """
         size = size or self.image_size
-        if self._cache is not None or self.is_prepared():
-            self.prepare()
+        if self.is_prepared():
             cache = self.images()
             return [
                 resize_array(np.array(cache[i]), size) if self._cache.valid[i] else None
