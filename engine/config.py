@@ -81,14 +81,19 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = 30
+    epochs: int = 30  # 0 fits the epochs to time_budget_minutes, measured on this machine
+    time_budget_minutes: float = 15.0  # the training time epochs=0 aims at
     batch_size: int = 32
-    optimizer: str = "adam"  # adam, adamw, sgd or rmsprop
-    learning_rate: float = 1e-3
-    schedule: str = "constant"  # constant, cosine, or plateau (halve on a val_loss plateau)
-    early_stopping_patience: int = 6  # epochs without val_loss improvement; 0 turns it off
+    optimizer: str = "adamw"  # adamw, adam, sgd or rmsprop
+    learning_rate: float = 2e-3  # the peak learning rate (after warm-up)
+    weight_decay: float = 0.05  # decoupled, as AdamW; 0 turns it off
+    schedule: str = "warmup_cosine"  # warmup_cosine, cosine, constant, or plateau (halve on a val_loss plateau)
+    warmup_epochs: float = 2.0  # warmup_cosine: linear warm-up, at most a fifth of the steps
+    early_stopping_patience: int = 0  # epochs without val_loss improvement; 0 turns it off
     class_weights: bool = False  # weight classes by inverse frequency
-    label_smoothing: float = 0.0
+    label_smoothing: float = 0.1
+    ema: bool = True  # validate, keep and evaluate an exponential moving average of the weights
+    ema_momentum: float = 0.99
     seed: int = 42
     mixed_precision: bool = False  # used only on a GPU
     steps_per_execution: int = 1
