@@ -231,3 +231,25 @@ def test_pipeline_labels_match_images(class_folder):
         ):
             assert label == dataset.labels[index]
             assert np.array_equal(image.astype(np.uint8), dataset.images()[index])
+
+
+def test_cache_is_keyed_by_max_pixels_and_decoder_version(class_folder, monkeypatch):
+    Image.new("RGB", (300, 300), (200, 10, 10)).save(class_folder / "fox" / "huge.png")
+    roomy = load_dataset(DataConfig(spec=str(class_folder), image_size=16, max_pixels=10**6))
+    capped = load_dataset(DataConfig(spec=str(class_folder), image_size=16, max_pixels=200 * 200))
+    assert roomy.cache_dir != capped.cache_dir
+    roomy.prepare()
+    assert roomy.skipped() == []
+    # A smaller cap must not reuse the cache that decoded the large image.
+    assert not capped.is_prepared()
+    capped.prepare()
+    assert [(item["file"], "too large" in item["reason"]) for item in capped.skipped()] == [
+        ("fox/huge.png", True)
+    ]
+    total = sum(sum(split.values()) for split in capped.counts().values())
+    assert total == sum(sum(split.values()) for split in roomy.counts().values()) - 1
+
+    first_dir = roomy.cache_dir
+    monkeypatch.setattr("engine.data.cache.DECODER_VERSION", 999)
+    newer = load_dataset(DataConfig(spec=str(class_folder), image_size=16, max_pixels=10**6))
+    assert newer.cache_dir != first_dir and not newer.is_prepared()

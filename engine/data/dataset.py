@@ -1,39 +1,43 @@
 """The one Dataset type every source becomes: splits, counts, statistics, samples and pipelines.
 
-Decoded, resized images live in a disk cache (a uint8 memory-mapped file per dataset fingerprint and
-image size), built once with a progress callback; pipelines and sample grids read from it, so
-later epochs and later runs never decode a file again, and nothing is held whole in memory.
+Decoded, resized images live in a disk cache (engine.data.cache), built once with a progress
+callback; pipelines and sample grids read from it, so later epochs and later runs never decode a
+file again, and nothing is held whole in memory. Splits (engine.data.splits) keep byte-identical
+items together, and a run's manifest pins the exact split memberships it was trained with.
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
-import time
 from collections import Counter
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from engine.config import DataConfig
-from engine.data.images import ImageError, resize_array, resize_image
+from engine.data.cache import DecodedCache, Progress, cache_folder_name, default_cache_root
+from engine.data.images import ImageError, resize_array
 from engine.data.sources import RawSource
+from engine.data.splits import (
+    SPLITS,
+    duplicate_groups,
+    group_ids,
+    groups_across_splits,
+    make_splits,
+    manifest_change,
+    splits_from_ids,
+    stratified_split,
+)
 from engine.errors import UserError
-from engine.jsonio import read_json, write_json
 
-SPLITS = ("train", "validation", "test")
-Progress = Callable[[int, int], None]  # (done, total)
-
-
-def default_cache_root() -> Path:
-    """Where decoded images and unzipped archives are kept between runs."""
-    configured = os.environ.get("STUDIO_CACHE_DIR")
-    return (
-        Path(configured) if configured else Path.home() / ".cache" / "image-classification-studio"
-    )
+__all__ = [
+    "SPLITS",
+    "Dataset",
+    "Progress",
+    "auto_image_size",
+    "default_cache_root",
+    "make_splits",
+    "stratified_split",
+]
 
 
 def auto_image_size(source: RawSource) -> int:
@@ -42,13 +46,6 @@ def auto_image_size(source: RawSource) -> int:
         return 64
     sides = [min(width, height) for width, height, _ in source.headers]
     return int(min(128, max(32, np.median(sides))))
-
-
-@dataclass
-class CacheInfo:
-    path: Path
-    valid: np.ndarray  # bool per item: decoded fine
-    skipped: list[dict]
 
 
 class Dataset:
@@ -62,8 +59,15 @@ class Dataset:
         self.class_names = list(source.class_names)
         self.labels = source.labels
         self._check_classes()
-        self.split_indices = make_splits(source.labels, source.origins, config)
-        self._cache: CacheInfo | None = None
+        self._duplicates = duplicate_groups(source)  # item numbers of byte-identical items
+        self.split_indices = make_splits(
+            source.labels,
+            source.origins,
+            config,
+            group_ids(self._duplicates, len(source.items)),
+        )
+        self._cache: DecodedCache | None = None  # set once prepare() has opened it
+        self._item_ids: list[str] | None = None
 
     # ----- description -------------------------------------------------------------------
     @property
@@ -79,7 +83,9 @@ class Dataset:
         return (
             self.cache_root
             / "images"
-            / f"{self.fingerprint[:20]}-{self.config.resize}-{self.image_size}"
+            / cache_folder_name(
+                self.fingerprint, self.config.resize, self.image_size, self.config.max_pixels
+            )
         )
 
     def indices(self, split: str) -> np.ndarray:
@@ -113,8 +119,25 @@ class Dataset:
             "images": int(sum(sum(c.values()) for c in counts.values())),
             "counts": counts,
             "skipped": self.skipped(),
+            "duplicates_across_splits": self.duplicates_across_splits(),
             "cached": self.is_prepared(),
         }
+
+    def duplicate_groups(self) -> list[list[str]]:
+        """Item ids of each group of two or more byte-identical items."""
+        ids = self.item_ids()
+        return [[ids[index] for index in members] for members in self._duplicates]
+
+    def duplicates_across_splits(self) -> list[dict[str, list[str]]]:
+        """Groups of identical items that sit in more than one split, as {split: item ids} each.
+
+        Carved splits never do this; the source's own split folders, or a stored manifest, can.
+        """
+        ids = self.item_ids()
+        return [
+            {split: [ids[index] for index in members] for split, members in group.items()}
+            for group in groups_across_splits(self._duplicates, self.split_indices)
+        ]
 
     def statistics(self) -> dict:
         """Original image sizes, aspect ratios and colour modes (from headers, nothing decoded)."""
@@ -143,21 +166,21 @@ class Dataset:
         return {**self.report(), "statistics": self.statistics(), "imbalance": self.imbalance()}
 
     # ----- decoded cache -----------------------------------------------------------------
+    def _decoded_cache(self) -> DecodedCache:
+        return DecodedCache(
+            self.source, self.cache_dir, self.image_size, self.config.resize, self.config.max_pixels
+        )
+
     def is_prepared(self) -> bool:
-        return self._cache is not None or (self.cache_dir / "meta.json").is_file()
+        return self._cache is not None or self._decoded_cache().is_built()
 
     def prepare(self, progress: Progress | None = None, workers: int | None = None) -> None:
         """Decode and resize every item into the disk cache, once; later calls only open it."""
         if self._cache is not None:
             return
-        meta = read_json(self.cache_dir / "meta.json")
-        stale = meta is None or meta.get("count") != len(self.source.items)
-        if stale or not (self.cache_dir / "images.u8").is_file():
-            self._build_cache(progress, workers)
-            meta = read_json(self.cache_dir / "meta.json")
-        self._cache = CacheInfo(
-            self.cache_dir / "images.u8", np.array(meta["valid"], dtype=bool), meta["skipped"]
-        )
+        cache = self._decoded_cache()
+        cache.open(progress, workers)
+        self._cache = cache
         for split in SPLITS:
             if len(self.split_indices[split]) and not len(self.indices(split)):
                 raise UserError(
@@ -166,59 +189,10 @@ class Dataset:
         if progress:
             progress(len(self.source.items), len(self.source.items))
 
-    def _build_cache(self, progress: Progress | None, workers: int | None) -> None:
-        count, size = len(self.source.items), self.image_size
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
-        descriptor, temporary = tempfile.mkstemp(
-            dir=self.cache_dir, prefix=".images.", suffix=".tmp"
-        )
-        os.close(descriptor)
-        try:
-            images = np.lib.format.open_memmap(
-                temporary, mode="w+", dtype=np.uint8, shape=(count, size, size, 3)
-            )
-            valid = np.ones(count, dtype=bool)
-            skipped: list[dict] = []
-
-            def decode(index: int) -> None:
-                try:
-                    image = self.source.read(index, self.config.max_pixels, draft_size=size)
-                    if isinstance(image, np.ndarray):
-                        images[index] = resize_array(image, size, self.config.resize)
-                    else:
-                        images[index] = resize_image(image, size, self.config.resize)
-                except ImageError as error:
-                    valid[index] = False
-                    skipped.append({"file": self.source.name(index), "reason": str(error)})
-
-            started, done = time.monotonic(), 0
-            with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 2) as pool:
-                for _ in pool.map(decode, range(count)):
-                    done += 1
-                    if progress and (done % 64 == 0 or done == count):
-                        progress(done, count)
-            images.flush()
-            os.replace(temporary, self.cache_dir / "images.u8")
-            write_json(
-                self.cache_dir / "meta.json",
-                {
-                    "count": count,
-                    "image_size": size,
-                    "resize": self.config.resize,
-                    "spec": self.source.spec,
-                    "valid": valid.tolist(),
-                    "skipped": sorted(skipped, key=lambda s: s["file"]),
-                    "seconds": round(time.monotonic() - started, 3),
-                },
-            )
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
-
     def images(self) -> np.ndarray:
         """The memory-mapped cache of all items (N x S x S x 3 uint8), read-only; prepare() first."""
         self.prepare()
-        return np.load(self._cache.path, mmap_mode="r")
+        return self._cache.images()
 
     # ----- samples -----------------------------------------------------------------------
     def sample_indices(
@@ -245,21 +219,48 @@ class Dataset:
                 resize_array(np.array(cache[i]), size) if self._cache.valid[i] else None
                 for i in indices
             ]
-        result = []
+        decoder, result = self._decoded_cache(), []
         for index in indices:
             try:
-                image = self.source.read(int(index), self.config.max_pixels, draft_size=size)
-                result.append(
-                    resize_array(image, size)
-                    if isinstance(image, np.ndarray)
-                    else resize_image(image, size, self.config.resize)
-                )
+                result.append(decoder.decode(int(index), size))
             except ImageError:
                 result.append(None)
         return result
 
     def item_name(self, index: int) -> str:
         return self.source.name(int(index))
+
+    def item_ids(self) -> list[str]:
+        """The stable name of every item: its path relative to the dataset root, or origin[row]."""
+        if self._item_ids is None:
+            self._item_ids = [self.source.name(index) for index in range(len(self.source.items))]
+        return self._item_ids
+
+    # ----- manifest ----------------------------------------------------------------------
+    def manifest(self) -> dict:
+        """What a run trains on: the data's fingerprint, classes, image size and split members."""
+        ids = self.item_ids()
+        return {
+            "fingerprint": self.fingerprint,
+            "class_names": list(self.class_names),
+            "image_size": int(self.image_size),
+            "splits": {
+                split: [ids[index] for index in self.split_indices[split].tolist()]
+                for split in SPLITS
+            },
+        }
+
+    def verify_manifest(self, manifest: dict) -> None:
+        """Use a run's stored split members; UserError when the data is not what it was trained on."""
+        ids = self.item_ids()
+        change = manifest_change(
+            manifest, self.fingerprint, self.class_names, ids, self.source.spec
+        )
+        if change:
+            raise UserError(
+                f"The data of this run changed since it was trained ({change}); evaluate it on the data it was trained on, or train a new run."
+            )
+        self.split_indices = splits_from_ids(manifest["splits"], ids)
 
     # ----- pipelines ---------------------------------------------------------------------
     def pipeline(
@@ -321,47 +322,6 @@ class Dataset:
             raise UserError(
                 f"Class {', '.join(map(repr, empty))} of {self.source.spec} has no usable image; add images to it or remove it."
             )
-
-
-def make_splits(
-    labels: np.ndarray, origins: np.ndarray, config: DataConfig
-) -> dict[str, np.ndarray]:
-    """Train / validation / test item numbers; missing splits are carved out of train, stratified.
-
-    Fractions are of the source's train items: with neither split given, 15% test and 15%
-    validation leave 70% for training.
-    """
-    splits = {split: np.flatnonzero(origins == split) for split in SPLITS}
-    train, remaining = splits["train"], 1.0
-    for split, fraction in (
-        ("test", config.test_fraction),
-        ("validation", config.validation_fraction),
-    ):
-        if len(splits[split]) or fraction <= 0:
-            continue
-        share = min(fraction / remaining, 0.5)
-        train, splits[split] = stratified_split(train, labels, share, config.split_seed)
-        remaining -= fraction
-    splits["train"] = train
-    return {split: np.sort(indices) for split, indices in splits.items()}
-
-
-def stratified_split(
-    indices: np.ndarray, labels: np.ndarray, fraction: float, seed: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Split item numbers into (kept, taken) with `fraction` of each class taken, reproducibly."""
-    rng = np.random.default_rng(seed)
-    kept, taken = [], []
-    for class_id in np.unique(labels[indices]):
-        members = rng.permutation(indices[labels[indices] == class_id])
-        count = int(round(len(members) * fraction))
-        if len(members) >= 2:
-            count = min(max(count, 1), len(members) - 1)
-        else:
-            count = 0
-        taken.append(members[:count])
-        kept.append(members[count:])
-    return np.concatenate(kept), np.concatenate(taken)
 
 
 def _summary(values: np.ndarray) -> dict:

@@ -19,6 +19,9 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 Image.MAX_IMAGE_PIXELS = None
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
+# Part of the decoded cache's key: bump it whenever a change here (or in the resize) changes the
+# pixels a file decodes to, so caches built by the older code are not reused.
+DECODER_VERSION = 1
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 DEFAULT_MAX_PIXELS = 40_000_000
 # The JPEG decoder may scale by 1/2, 1/4 or 1/8 down to 80% of the target side; the resize then

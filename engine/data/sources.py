@@ -52,6 +52,7 @@ class RawSource:
     headers: list[tuple[int, int, str]] | None = None  # width, height, mode from file headers
     arrays: dict[str, np.ndarray] | None = None  # in-memory sources: origin -> images
     root: str = ""  # folder the file items are relative to
+    sizes: list[int] | None = None  # byte size of each file item, noted while indexing
 
     def read(self, index: int, max_pixels: int, draft_size: int = 0) -> Image.Image | np.ndarray:
         """Decode one item: a PIL RGB image for files, a uint8 RGB array for array rows."""
@@ -68,6 +69,37 @@ class RawSource:
             origin, row = item
             return f"{origin}[{row}]"
         return os.path.relpath(item, self.root) if self.root else str(item)
+
+    def content_sizes(self) -> np.ndarray | None:
+        """Byte size of each item's content, or None where this source cannot tell.
+
+        Two items can only be identical when their sizes are, so only items whose size collides
+        with another's need `content_digest`.
+        """
+        if self.arrays is not None:
+            row_bytes = {
+                origin: array.itemsize * int(np.prod(array.shape[1:]))
+                for origin, array in self.arrays.items()
+            }
+            return np.array([row_bytes[origin] for origin, _ in self.items], dtype=np.int64)
+        if self.sizes is not None:
+            return np.asarray(self.sizes, dtype=np.int64)
+        return None
+
+    def content_digest(self, index: int) -> str:
+        """A hash of an item's bytes: the file as stored, or the array row with its shape."""
+        item = self.items[index]
+        digest = hashlib.sha1()
+        if self.arrays is not None:
+            origin, row = item
+            values = self.arrays[origin][row]
+            digest.update(f"{values.shape}{values.dtype}".encode())
+            digest.update(np.ascontiguousarray(values).tobytes())
+            return digest.hexdigest()
+        with open(item, "rb") as file:
+            while chunk := file.read(1 << 20):
+                digest.update(chunk)
+        return digest.hexdigest()
 
 
 def load_digits_source() -> RawSource:
@@ -217,7 +249,7 @@ def load_folder_source(
             f"{path} has no class subfolders; put the images of each class in a folder named after it."
         )
     class_ids = {name: i for i, name in enumerate(class_names)}
-    items, labels, origins, headers, skipped = [], [], [], [], []
+    items, labels, origins, headers, sizes, skipped = [], [], [], [], [], []
     stamp = hashlib.sha1()
     for origin, split_dir in sorted(layout.items()):
         for class_dir in sorted(_visible_dirs(split_dir)):
@@ -236,6 +268,7 @@ def load_folder_source(
                 labels.append(class_ids[class_dir.name])
                 origins.append(origin)
                 headers.append(header)
+                sizes.append(stat.st_size)
     return RawSource(
         kind=kind,
         spec=spec or str(path),
@@ -247,6 +280,7 @@ def load_folder_source(
         skipped=skipped,
         headers=headers,
         root=name_root or str(root),
+        sizes=sizes,
     )
 
 
