@@ -107,14 +107,22 @@ def check_config(config: AugmentConfig) -> None:
 def apply_to_dataset(
     dataset: tf.data.Dataset, augmentation: keras.Sequential | None
 ) -> tf.data.Dataset:
-    """Map batched (images, labels) to (augmentation(images, training=True), labels); None passes through."""
+    """Map batched (images, labels) to (augmentation(images, training=True), labels); None passes through.
+
+    The map runs one batch at a time: the random layers keep their state in a seed generator, and
+    parallel calls would advance it in a different order on every run, so the same seed would not
+    give the same augmentations. A batch's augmentation costs far less than its training step, and
+    prefetch overlaps the two.
+    """
     if augmentation is None:
         return dataset
 
     def augment(images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         return augmentation(tf.cast(images, tf.float32), training=True), labels
 
-    return dataset.map(augment, num_parallel_calls=tf.data.AUTOTUNE)
+    return dataset.map(augment, num_parallel_calls=None).prefetch(
+        tf.data.AUTOTUNE
+    )
 
 
 def preview(image: np.ndarray, config: AugmentConfig, n: int, seed: int = 0) -> np.ndarray:

@@ -69,9 +69,9 @@ class ModelConfig:
     weights: str = "imagenet"  # imagenet, none, or the path of a local weights file
     mode: str = "feature_extraction"  # feature_extraction, fine_tuning or two_phase
     fine_tune_layers: int = (
-        20  # layers unfrozen at the top of the base, when fine_tune_from is empty
+        0  # 0: from the architecture's default block; N > 0: the top N layers of the base
     )
-    fine_tune_from: str = ""  # unfreeze from this named layer on, such as VGG16's block5_conv3
+    fine_tune_from: str = ""  # unfreeze from this named layer on (wins over fine_tune_layers), such as VGG16's block5_conv3
     fine_tune_learning_rate_factor: float = (
         0.1  # fine-tuning learning rate = learning_rate * factor
     )
@@ -87,13 +87,17 @@ class TrainConfig:
     optimizer: str = "adamw"  # adamw, adam, sgd or rmsprop
     learning_rate: float = 2e-3  # the peak learning rate (after warm-up)
     weight_decay: float = 0.05  # decoupled, as AdamW; 0 turns it off
-    schedule: str = "warmup_cosine"  # warmup_cosine, cosine, constant, or plateau (halve on a val_loss plateau)
+    schedule: str = (
+        "warmup_cosine"  # warmup_cosine, cosine, constant, or plateau (halve on a val_loss plateau)
+    )
     warmup_epochs: float = 2.0  # warmup_cosine: linear warm-up, at most a fifth of the steps
     early_stopping_patience: int = 0  # epochs without val_loss improvement; 0 turns it off
     class_weights: bool = False  # weight classes by inverse frequency
     label_smoothing: float = 0.1
     ema: bool = True  # validate, keep and evaluate an exponential moving average of the weights
-    ema_momentum: float = 0.99
+    ema_momentum: float = (
+        0.0  # 0 picks it from the run's length: an average over about 5% of the steps
+    )
     seed: int = 42
     mixed_precision: bool = False  # used only on a GPU
     steps_per_execution: int = 1
@@ -140,6 +144,16 @@ class RunConfig:
             raise UserError(
                 f"The config file {path} is not valid JSON ({error.msg} at line {error.lineno}); fix it and retry."
             ) from None
+
+    @staticmethod
+    def load_partial(path: str | Path) -> dict[str, Any]:
+        """A config file as written, sections and keys checked but nothing filled in."""
+        config = RunConfig.load(path)  # refuses unknown sections, keys and bad values
+        value = json.loads(Path(path).read_text(encoding="utf-8"))
+        return {
+            section: {key: getattr(getattr(config, section), key) for key in keys}
+            for section, keys in value.items()
+        }
 
     def replace(self, **sections: Any) -> RunConfig:
         """Return a copy with some fields changed: replace(train={"epochs": 3})."""

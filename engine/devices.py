@@ -36,6 +36,38 @@ def describe_devices() -> dict[str, Any]:
     }
 
 
+def quiet_tensorflow_start(verbose: bool = False) -> None:
+    """Import TensorFlow with its start-up lines (oneDNN, CUDA, absl) kept off the terminal.
+
+    absl writes them straight to file descriptor 2 before any logging is set up, so no log level
+    reaches them: fd 2 points at a temporary file while TensorFlow starts, and what it caught is
+    replayed only with verbose, or when the start fails.
+    """
+    import sys
+    import tempfile
+
+    if verbose or "tensorflow" in sys.modules:
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as caught:
+        os.dup2(caught.fileno(), 2)
+        try:
+            import tensorflow as tf
+
+            # The device set-up prints its lines too; a CPU split must come before it.
+            split_cpu(int(os.environ.get("STUDIO_CPU_DEVICES", "0") or 0))
+            tf.config.list_logical_devices()
+        except BaseException:
+            os.dup2(saved, 2)
+            caught.seek(0)
+            sys.stderr.write(caught.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
 def choose_strategy(cpu_devices: int | None = None):
     """Configure devices and return (strategy, description); call before building any model."""
     import tensorflow as tf
@@ -65,11 +97,7 @@ def choose_strategy(cpu_devices: int | None = None):
         strategy = tf.distribute.get_strategy()
         device = f"GPU: {_gpu_model(gpus[0])}"
     elif cpu_devices > 1:
-        cpu = tf.config.list_physical_devices("CPU")[0]
-        with contextlib.suppress(RuntimeError):  # already split earlier in this process
-            tf.config.set_logical_device_configuration(
-                cpu, [tf.config.LogicalDeviceConfiguration()] * cpu_devices
-            )
+        split_cpu(cpu_devices)
         logical = [d.name for d in tf.config.list_logical_devices("CPU")]
         strategy = tf.distribute.MirroredStrategy(logical)
         device = f"CPU split into {len(logical)} logical devices"
@@ -82,6 +110,19 @@ def choose_strategy(cpu_devices: int | None = None):
         "replicas": int(strategy.num_replicas_in_sync),
         "gpus": len(gpus),
     }
+
+
+def split_cpu(count: int) -> None:
+    """Split the CPU into count logical devices (before TensorFlow initialises its devices)."""
+    if count < 2:
+        return
+    import tensorflow as tf
+
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    with contextlib.suppress(RuntimeError):  # already split earlier in this process
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration()] * count
+        )
 
 
 def _gpu_model(gpu) -> str:

@@ -1,20 +1,33 @@
-"""Model registry and builders: reference CNNs, a configurable CNN and keras.applications transfer models."""
+"""Model registry and builders: reference CNNs and configurable CNNs; transfer models live in transfer.py."""
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import keras
 import numpy as np
 from keras import layers
 
-from engine import network
 from engine.config import ModelConfig
 from engine.errors import UserError
+
+# Re-exported: engine.training and saved models' callers use these through engine.models.
+from engine.transfer import (  # noqa: F401
+    TRANSFER_ARCHITECTURES,
+    TRANSFER_MODES,
+    ApplicationPreprocess,
+    InferenceBase,
+    TransferArchitecture,
+    base_of,
+    build_transfer_model,
+    cached_weights_path,
+    fine_tune_learning_rate,
+    imagenet_weights_available,
+    make_base,
+    resolve_weights,
+    transfer_notes,
+    unfreeze_for_fine_tuning,
+)
 
 # Every model ends in a float32 softmax, so losses take probabilities, never logits.
 LOSS_FROM_LOGITS = False
@@ -52,72 +65,6 @@ SCRATCH_MIN_INPUT_SIZE = {
 # halve it three times. 32 keeps the cost per image the same from 32 px to 128 px inputs.
 RESIDUAL_WORKING_SIDE = 32
 RESIDUAL_WIDTHS = (32, 64, 128, 256)
-
-
-@dataclass(frozen=True)
-class TransferArchitecture:
-    """How to build one keras.applications base and where Keras caches its ImageNet weights."""
-
-    constructor: Callable[..., keras.Model]
-    preprocess_input: Callable[[Any], Any]
-    weights_file: str  # the no-top weights file in Keras' cache; {rows} is MobileNet's input size
-    default_input_size: int = 224
-    min_input_size: int = 32
-
-    def cached_file_name(self, input_size: int) -> str:
-        # Keras falls back to the 224 MobileNet weights for sizes it has no weights for.
-        rows = input_size if input_size in (96, 128, 160, 192, 224) else 224
-        return self.weights_file.format(rows=rows)
-
-
-applications = keras.applications
-TRANSFER_ARCHITECTURES = {
-    "mobilenet_v2": TransferArchitecture(
-        applications.MobileNetV2,
-        applications.mobilenet_v2.preprocess_input,
-        "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_{rows}_no_top.h5",
-    ),
-    "efficientnet_b0": TransferArchitecture(
-        applications.EfficientNetB0,
-        applications.efficientnet.preprocess_input,
-        "efficientnetb0_notop.h5",
-    ),
-    "resnet50_v2": TransferArchitecture(
-        applications.ResNet50V2,
-        applications.resnet_v2.preprocess_input,
-        "resnet50v2_weights_tf_dim_ordering_tf_kernels_notop.h5",
-    ),
-    "vgg16": TransferArchitecture(
-        applications.VGG16,
-        applications.vgg16.preprocess_input,
-        "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
-    ),
-}
-
-TRANSFER_MODES = ("feature_extraction", "fine_tuning", "two_phase")
-
-
-@keras.saving.register_keras_serializable(package="studio")
-class ApplicationPreprocess(layers.Layer):
-    """The architecture's own keras.applications preprocess_input, as a layer that saves and loads."""
-
-    def __init__(self, architecture: str, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        if architecture not in TRANSFER_ARCHITECTURES:
-            raise ValueError(
-                f"ApplicationPreprocess has no architecture '{architecture}'; "
-                f"use one of {sorted(TRANSFER_ARCHITECTURES)}."
-            )
-        self.architecture = architecture
-
-    def call(self, inputs: Any) -> Any:
-        return TRANSFER_ARCHITECTURES[self.architecture].preprocess_input(inputs)
-
-    def compute_output_shape(self, input_shape: tuple) -> tuple:
-        return input_shape
-
-    def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "architecture": self.architecture}
 
 
 def model_names() -> list[str]:
@@ -314,123 +261,6 @@ def check_custom_config(config: ModelConfig) -> None:
         )
     if not 0 <= config.dropout < 1:
         raise UserError(f"The dropout must be at least 0 and below 1, not {config.dropout}.")
-
-
-def build_transfer_model(config: ModelConfig, inputs: Any, num_classes: int) -> keras.Model:
-    architecture = TRANSFER_ARCHITECTURES[config.name]
-    if config.mode not in TRANSFER_MODES:
-        raise UserError(
-            f"The transfer mode '{config.mode}' is unknown; use one of {', '.join(TRANSFER_MODES)}."
-        )
-    if not 0 <= config.head_dropout < 1:
-        raise UserError(
-            f"The head dropout must be at least 0 and below 1, not {config.head_dropout}."
-        )
-    image_size = inputs.shape[1]
-    input_size = max(image_size, architecture.min_input_size)
-    base = make_base(config, input_size)
-    x = inputs
-    if input_size != image_size:
-        x = layers.Resizing(input_size, input_size, name="resize_to_minimum")(x)
-    x = ApplicationPreprocess(config.name, name="preprocess")(x)
-    # training=False documents the intent; Keras 3 overrides it from fit(), but BatchNormalization
-    # stays in inference mode anyway because its layers are never trainable here.
-    x = base(x, training=False)
-    x = layers.GlobalAveragePooling2D(name="global_average_pooling")(x)
-    x = layers.Dropout(config.head_dropout, name="head_dropout")(x)
-    model = keras.Model(inputs, prediction_layer(num_classes)(x), name=config.name)
-    if config.mode == "fine_tuning":
-        unfreeze_for_fine_tuning(model, config)
-    else:
-        base.trainable = False
-    return model
-
-
-def make_base(config: ModelConfig, input_size: int) -> keras.Model:
-    """The keras.applications base without its top, named "base", with the requested weights."""
-    architecture = TRANSFER_ARCHITECTURES[config.name]
-    weights = resolve_weights(config, input_size)
-    try:
-        base = architecture.constructor(
-            include_top=False, weights=weights, input_shape=(input_size, input_size, 3), name="base"
-        )
-    except Exception as error:
-        if weights is None:
-            raise
-        if weights == "imagenet":
-            raise UserError(
-                f"The ImageNet weights for {config.name} could not be downloaded ({error}); "
-                "check the internet connection, or use weights 'none'."
-            ) from None
-        raise UserError(
-            f"The weights file {weights} could not be loaded into {config.name} ({error}); "
-            f"it must hold {config.name} weights saved without the top classifier."
-        ) from None
-    return base
-
-
-def resolve_weights(config: ModelConfig, input_size: int) -> str | None:
-    """None, "imagenet" (to download), or the path of a weights file to load."""
-    choice = config.weights.strip()
-    if choice.lower() in ("", "none"):
-        return None
-    if choice.lower() != "imagenet":
-        path = Path(choice).expanduser()
-        if not path.is_file():
-            raise UserError(
-                f"The weights file {choice} does not exist; check the path, or use weights 'imagenet' or 'none'."
-            )
-        return str(path)
-    cached = cached_weights_path(TRANSFER_ARCHITECTURES[config.name].cached_file_name(input_size))
-    if cached is not None:
-        return str(cached)
-    if not network.is_online():
-        raise UserError(
-            f"ImageNet weights for {config.name} are not cached and this machine is offline; "
-            "connect to the internet once, or use weights 'none' or a local weights file."
-        )
-    return "imagenet"
-
-
-def cached_weights_path(file_name: str) -> Path | None:
-    """Where Keras keeps a downloaded weights file: $KERAS_HOME/models, ~/.keras/models or /tmp/.keras/models."""
-    home = Path(os.environ.get("KERAS_HOME") or "~/.keras").expanduser()
-    for folder in (home, Path("/tmp/.keras")):  # Keras falls back to /tmp when home is read-only
-        candidate = folder / "models" / file_name
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def unfreeze_for_fine_tuning(model: keras.Model, config: ModelConfig) -> None:
-    """Unfreeze the top of the "base" sub-model by the fine-tuning rule; recompile afterwards.
-
-    The top `fine_tune_layers` layers of the base are unfrozen, or every layer from the one named
-    `fine_tune_from` on. BatchNormalization layers always stay frozen.
-    """
-    base = model.get_layer("base")
-    base_layers = base.layers
-    if config.fine_tune_from:
-        names = [layer.name for layer in base_layers]
-        if config.fine_tune_from not in names:
-            examples = ", ".join([layer.name for layer in base_layers if layer.weights][-5:])
-            raise UserError(
-                f"The base of {config.name} has no layer named '{config.fine_tune_from}'; "
-                f"use one of its layer names, such as {examples}."
-            )
-        first = names.index(config.fine_tune_from)
-    else:
-        if config.fine_tune_layers < 0:
-            raise UserError(f"fine_tune_layers must be 0 or more, not {config.fine_tune_layers}.")
-        first = max(len(base_layers) - config.fine_tune_layers, 0)
-    base.trainable = True
-    for index, layer in enumerate(base_layers):
-        layer.trainable = index >= first and not isinstance(layer, layers.BatchNormalization)
-
-
-def fine_tune_learning_rate(config: ModelConfig, learning_rate: float) -> float:
-    """The learning rate for fine-tuning (modes fine_tuning and two_phase)."""
-    return learning_rate * config.fine_tune_learning_rate_factor
 
 
 def count_parameters(model: keras.Model) -> dict[str, int]:

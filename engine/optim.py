@@ -48,8 +48,21 @@ def learning_rate_schedule(
     return learning_rate
 
 
+def ema_momentum(train_config: TrainConfig, total_steps: int) -> float:
+    """The EMA momentum: as configured, or (0) one whose horizon is about 5% of the run's steps.
+
+    A fixed 0.99 averages over the last ~100 steps whatever the run's length: too long for a
+    2-epoch run (it would still mostly hold the initial weights), too short to smooth a long one.
+    """
+    if train_config.ema_momentum:
+        return train_config.ema_momentum
+    return min(0.999, max(0.9, 1 - 20 / max(total_steps, 1)))
+
+
 def build_optimizer(
-    train_config: TrainConfig, learning_rate: float | keras.optimizers.schedules.LearningRateSchedule
+    train_config: TrainConfig,
+    learning_rate: float | keras.optimizers.schedules.LearningRateSchedule,
+    total_steps: int = 1000,
 ) -> keras.optimizers.Optimizer:
     """The configured optimizer; with `ema` on, it also keeps an exponential moving average."""
     name = train_config.optimizer
@@ -57,14 +70,14 @@ def build_optimizer(
         raise UserError(f"Unknown optimizer '{name}'; use one of {', '.join(OPTIMIZERS)}.")
     if train_config.weight_decay < 0:
         raise UserError(f"The weight decay must be 0 or more, not {train_config.weight_decay}.")
-    if train_config.ema and not 0 < train_config.ema_momentum < 1:
+    if train_config.ema and not 0 <= train_config.ema_momentum < 1:
         raise UserError(
-            f"The EMA momentum must be between 0 and 1, not {train_config.ema_momentum}."
+            f"The EMA momentum must be at least 0 and below 1, not {train_config.ema_momentum}."
         )
     common = {
         "learning_rate": learning_rate,
         "use_ema": bool(train_config.ema),
-        "ema_momentum": train_config.ema_momentum,
+        "ema_momentum": ema_momentum(train_config, total_steps),
     }
     if name == "adamw":
         return keras.optimizers.AdamW(weight_decay=train_config.weight_decay, **common)
@@ -97,7 +110,7 @@ def compile_model(
     """Compile with the configured optimizer, schedule over total_steps, loss and accuracy."""
     schedule = learning_rate_schedule(train_config, learning_rate, total_steps, steps_per_epoch)
     model.compile(
-        optimizer=build_optimizer(train_config, schedule),
+        optimizer=build_optimizer(train_config, schedule, total_steps),
         loss=build_loss(train_config),
         metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
         steps_per_execution=train_config.steps_per_execution,

@@ -35,8 +35,25 @@ def load_model(model_file: str | os.PathLike):
         ) from None
 
 
+def run_model_path(run_dir: str | os.PathLike) -> Path:
+    """The model a run is evaluated and used with: best.keras, or last.keras without model selection.
+
+    A run trained without a validation split (`"model_selection": false` in its status) had
+    nothing to pick a best epoch with, so its last model is the one it trained.
+    """
+    run_dir = Path(run_dir)
+    status = read_json(run_dir / "status.json", {}) or {}
+    which = "last" if status.get("model_selection") is False else "best"
+    return runs.model_path(run_dir, which)
+
+
+def flip_horizontal(images):
+    """Images (batch, height, width, channels) mirrored left to right; NumPy arrays or tensors."""
+    return images[:, :, ::-1]
+
+
 class Predictor:
-    """A run's best model with its preprocessing: `predict(files)` gives top-k per file."""
+    """A run's model with its preprocessing: `predict(files)` gives top-k per file."""
 
     def __init__(self, run_dir: str | os.PathLike, model=None):
         self.run_dir = Path(run_dir)
@@ -48,7 +65,7 @@ class Predictor:
             raise UserError(
                 f"Run {self.run_dir.name} has no load report (it did not finish loading its data); pick a completed run."
             )
-        self.model = model if model is not None else load_model(runs.model_path(self.run_dir))
+        self.model = model if model is not None else load_model(run_model_path(self.run_dir))
 
     def preprocess(self, source: str | os.PathLike | bytes) -> np.ndarray:
         """One image file or its bytes -> image_size x image_size x 3 float32 in [0, 255]."""
@@ -61,8 +78,12 @@ class Predictor:
         sources: list[tuple[str, str | os.PathLike | bytes]],
         top_k: int = 5,
         batch_size: int = 64,
+        tta: bool = False,
     ) -> list[dict]:
-        """For each (name, path or bytes): {"file", "top_k": [{"label", "probability"}]} or {"file", "error"}."""
+        """For each (name, path or bytes): {"file", "top_k": [{"label", "probability"}]} or {"file", "error"}.
+
+        With tta, probabilities are the mean over the image and its horizontal flip.
+        """
         results: list[dict] = [{"file": name} for name, _ in sources]
         images, positions = [], []
         for position, (_, source) in enumerate(sources):
@@ -74,7 +95,7 @@ class Predictor:
             except OSError as error:
                 results[position]["error"] = f"cannot be read: {error.strerror or error}"
         if images:
-            probabilities = self.probabilities(np.stack(images), batch_size)
+            probabilities = self.probabilities(np.stack(images), batch_size, tta)
             k = max(1, min(top_k, len(self.class_names)))
             for position, row in zip(positions, probabilities, strict=True):
                 order = np.argsort(-row)[:k]
@@ -83,8 +104,18 @@ class Predictor:
                 ]
         return results
 
-    def probabilities(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
-        """Class probabilities for a batch of preprocessed images."""
+    def probabilities(
+        self, images: np.ndarray, batch_size: int = 64, tta: bool = False
+    ) -> np.ndarray:
+        """Class probabilities for a batch of preprocessed images (flip-averaged with tta)."""
+        probabilities = self._model_output(images, batch_size)
+        if tta:
+            probabilities = (
+                probabilities + self._model_output(flip_horizontal(images), batch_size)
+            ) / 2
+        return probabilities
+
+    def _model_output(self, images: np.ndarray, batch_size: int) -> np.ndarray:
         if len(images) <= batch_size:
             # Calling the model directly skips predict()'s per-call set-up, which dominates for one image.
             return np.asarray(self.model(images, training=False), dtype=np.float64)

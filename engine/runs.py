@@ -171,6 +171,14 @@ def model_path(run_dir: Path, which: str = "best") -> Path:
     )
 
 
+def headline(status: dict) -> dict:
+    """{"accuracy", "accuracy_split"} of a status; runs evaluated before the split was recorded
+    stored `test_accuracy` and no split, and their split stays unknown (None)."""
+    if status.get("accuracy") is not None:
+        return {"accuracy": status["accuracy"], "accuracy_split": status.get("accuracy_split")}
+    return {"accuracy": status.get("test_accuracy"), "accuracy_split": None}
+
+
 def list_runs(runs_dir: Path | None = None) -> list[dict]:
     """Every run with its status, config and headline metrics, newest first."""
     runs_dir = Path(runs_dir) if runs_dir else default_runs_dir()
@@ -189,7 +197,7 @@ def list_runs(runs_dir: Path | None = None) -> list[dict]:
                 "created_at": status.get("created_at"),
                 "status": status,
                 "config": read_json(run_dir / "config.json", {}),
-                "test_accuracy": status.get("test_accuracy"),
+                **headline(status),
                 "macro_f1": status.get("macro_f1"),
             }
         )

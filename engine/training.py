@@ -1,39 +1,39 @@
-"""The training process: one run from config to saved models, reporting through its run directory.
+"""The training worker: the process concerns of one run, around engine.trainer.Trainer.
 
-`train_run(run_dir)` is what `python -m engine train` runs in its own process. It waits its turn
-behind other runs (a lock file in the runs folder), streams history and status, saves the best
-and last models, honours cancel requests at the next batch, and evaluates the best model at the end.
+`train_run(run_dir)` is what `python -m engine train` runs in its own process. It lowers its
+priority, turns SIGTERM/SIGINT into a cancel, waits its turn behind other runs (a lock file in the
+runs folder), loads the data, fits epochs=0 to the time budget, hands the Trainer the callbacks
+that write history, status and checkpoints into the run folder, and evaluates at the end.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
-import math
 import os
 import signal
 import time
 import traceback
 from pathlib import Path
+from typing import TextIO
 
 import keras
-import numpy as np
 
 from engine import runs
+from engine.callbacks import Cancelled as _Cancelled
+from engine.callbacks import format_seconds
 from engine.config import RunConfig
 from engine.errors import UserError
-from engine.jsonio import append_jsonl
+from engine.jsonio import write_json
 
 STATUS_INTERVAL_SECONDS = 1.0
-CANCEL_CHECK_SECONDS = 0.25
 NICENESS = 5
+MAX_BUDGET_EPOCHS = 200  # epochs=0 never fits more epochs than this into the time budget
+MIN_BUDGET_EPOCHS = 3
+CALIBRATION_STEPS = 8  # timed training steps, after 2 untimed ones that trace the graph
 
 
-class _Cancelled(Exception):
-    pass
-
-
-def train_run(run_dir: Path) -> dict:
+def train_run(run_dir: Path, echo: TextIO | None = None) -> dict:
     """Train the run in run_dir in this process; returns its final status."""
     run_dir = Path(run_dir)
     config = runs.load_config(run_dir)
@@ -57,13 +57,20 @@ def train_run(run_dir: Path) -> dict:
         if lock is None:
             raise _Cancelled()
         runs.update_status(run_dir, state="running", started_at=runs.now_iso(), phase="starting")
-        result = _train(config, run_dir, cancel_flag)
+        result = _train(config, run_dir, cancel_flag, echo)
         state = "cancelled" if result.get("cancelled") else "completed"
         if state == "completed":
             runs.update_status(run_dir, phase="evaluating")
             from engine.evaluation import evaluate_run
 
-            evaluate_run(run_dir)
+            evaluation = evaluate_run(run_dir)
+            if echo:
+                print(
+                    f"{evaluation.get('split_label', evaluation['split'] + ' accuracy')} "
+                    f"{evaluation['accuracy']:.4f} on {evaluation['count']} images",
+                    file=echo,
+                    flush=True,
+                )
         return runs.update_status(
             run_dir, state=state, ended_at=runs.now_iso(), phase=state, **result
         )
@@ -103,10 +110,12 @@ def _wait_for_turn(run_dir: Path, cancel_flag: dict):
             time.sleep(0.5)
 
 
-def _train(config: RunConfig, run_dir: Path, cancel_flag: dict) -> dict:
-    from engine import augment, models
+def _train(config: RunConfig, run_dir: Path, cancel_flag: dict, echo: TextIO | None) -> dict:
+    from engine import callbacks as cb
+    from engine import models
     from engine.data import load_dataset
     from engine.devices import choose_strategy
+    from engine.trainer import Trainer, with_epochs
 
     strategy, device = choose_strategy()
     mixed = config.train.mixed_precision and device["gpus"] > 0
@@ -119,277 +128,172 @@ def _train(config: RunConfig, run_dir: Path, cancel_flag: dict) -> dict:
         mixed_precision=mixed,
         phase="indexing data",
     )
-    keras.utils.set_random_seed(config.train.seed)
-
     dataset = load_dataset(config.data)
-    last = [0.0]
-
-    def decode_progress(done: int, total: int) -> None:
-        if time.monotonic() - last[0] > STATUS_INTERVAL_SECONDS or done == total:
-            last[0] = time.monotonic()
-            runs.update_status(
-                run_dir, phase=f"decoding images {done}/{total}", decoded=done, to_decode=total
-            )
-        if cancel_flag["set"]:
-            raise _Cancelled()
-
-    dataset.prepare(progress=decode_progress)
-    from engine.jsonio import write_json
-
+    dataset.prepare(progress=_decode_progress(run_dir, cancel_flag, echo))
     write_json(run_dir / "load_report.json", dataset.report())
-    train_config = config.train
-    one_hot = True  # categorical cross-entropy takes label smoothing; labels are one-hot throughout
-    train_data = dataset.pipeline(
-        "train", train_config.batch_size, shuffle=True, seed=train_config.seed, one_hot=one_hot
-    )
-    layers = augment.build_augmentation(config.augment, dataset.image_size, seed=train_config.seed)
-    if layers is not None:
-        train_data = augment.apply_to_dataset(train_data, layers)
-    validation_split = "validation" if len(dataset.indices("validation")) else "test"
-    validation_data = dataset.pipeline(
-        validation_split, max(train_config.batch_size, 64), one_hot=one_hot
-    )
-    train_count = len(dataset.indices("train"))
-    steps_per_epoch = math.ceil(train_count / train_config.batch_size)
+    if hasattr(dataset, "manifest"):
+        write_json(run_dir / "data_manifest.json", dataset.manifest())
+    if config.train.epochs == 0:
+        runs.update_status(run_dir, phase="measuring speed to fit the time budget")
+        epochs, estimate = fit_epochs_to_budget(config, dataset, strategy)
+        config = with_epochs(config, epochs)
+        write_json(run_dir / "config.json", config.to_dict())  # every resolved value, for a rerun
+        runs.update_status(run_dir, budget_estimate=estimate)
+        if echo:
+            print(
+                f"{epochs} epochs fit the {config.train.time_budget_minutes:g}-minute budget "
+                f"(measured {estimate['images_per_second']:.0f} images/s)",
+                file=echo,
+                flush=True,
+            )
+    notes = models.transfer_notes(config.model) if hasattr(models, "transfer_notes") else []
+    for note in notes:
+        if echo:
+            print(f"note: {note}", file=echo, flush=True)
 
-    two_phase = models.is_transfer(config.model.name) and config.model.mode == "two_phase"
-    head_epochs = (config.model.head_epochs or max(1, train_config.epochs // 2)) if two_phase else 0
-    with strategy.scope():
-        model = models.build_model(config.model, dataset.image_size, dataset.num_classes)
-        learning_rate = train_config.learning_rate
-        if models.is_transfer(config.model.name) and config.model.mode == "fine_tuning":
-            learning_rate = models.fine_tune_learning_rate(config.model, learning_rate)
-        _compile(model, train_config, learning_rate, steps_per_epoch * train_config.epochs)
-    parameters = models.count_parameters(model)
+    trainer = Trainer(config, dataset, strategy)
+    model = trainer.build_model()
     runs.update_status(
         run_dir,
         phase="training",
-        epochs=train_config.epochs,
-        steps_per_epoch=steps_per_epoch,
-        train_images=train_count,
-        parameters=parameters,
-        validation_split=validation_split,
+        epochs=config.train.epochs,
+        steps_per_epoch=trainer.steps_per_epoch,
+        train_images=trainer.train_count,
+        parameters=models.count_parameters(model),
+        validation_split=trainer.validation_split,
+        model_selection=trainer.model_selection,
+        notes=notes,
     )
-
-    recorder = RunRecorder(
-        run_dir,
-        train_config.epochs,
-        steps_per_epoch,
-        train_count,
-        cancel_flag,
-        train_config.history_every_steps,
-    )
+    if echo and not trainer.model_selection:
+        print(
+            "note: no validation split, so nothing chooses the model: no early stopping, and the "
+            "last weights are evaluated",
+            file=echo,
+            flush=True,
+        )
+    clock = cb.Clock(trainer.train_count, trainer.steps_per_epoch, config.train.epochs)
+    checkpoints = cb.Checkpoints(run_dir, select_best=trainer.model_selection)
     callbacks = [
-        recorder,
+        clock,
+        cb.CancelOnRequest(lambda: cancel_flag["set"] or runs.cancel_requested(run_dir)),
+        cb.HistoryWriter(run_dir, clock, config.train.history_every_steps),
+        checkpoints,
+        cb.StatusWriter(run_dir, clock),
         keras.callbacks.TensorBoard(
             log_dir=str(run_dir / "tensorboard"), write_graph=False, profile_batch=0
         ),
+        _PhaseStatus(run_dir),
     ]
-    if train_config.early_stopping_patience > 0:
-        callbacks.append(
-            keras.callbacks.EarlyStopping(
-                monitor="val_loss",
-                patience=train_config.early_stopping_patience,
-                restore_best_weights=True,
-            )
-        )
-    if train_config.schedule == "plateau":
-        callbacks.append(
-            keras.callbacks.ReduceLROnPlateau(
-                monitor="val_loss", factor=0.5, patience=2, min_lr=1e-6
-            )
-        )
-    class_weight = _class_weights(dataset) if train_config.class_weights else None
-
-    fit_args = dict(
-        validation_data=validation_data,
-        callbacks=callbacks,
-        class_weight=class_weight,
-        verbose=0,
-        shuffle=False,  # the pipeline shuffles; Keras would only warn
-    )
-    try:
-        model.fit(train_data, epochs=head_epochs or train_config.epochs, **fit_args)
-        if two_phase and not model.stop_training and head_epochs < train_config.epochs:
-            with strategy.scope():
-                models.unfreeze_for_fine_tuning(model, config.model)
-                _compile(
-                    model,
-                    train_config,
-                    models.fine_tune_learning_rate(config.model, train_config.learning_rate),
-                    steps_per_epoch * (train_config.epochs - head_epochs),
-                )
-            runs.update_status(
-                run_dir, phase="fine-tuning", parameters=models.count_parameters(model)
-            )
-            model.fit(train_data, initial_epoch=head_epochs, epochs=train_config.epochs, **fit_args)
-    except _Cancelled:
-        # Raised from the batch callback: leaving fit() at once skips the partial epoch's
-        # validation and saving, so a cancel ends the process within a couple of seconds.
-        recorder.cancelled = True
-    if not (run_dir / "best.keras").exists():
-        recorder.save(model, "best.keras")
+    if echo:
+        callbacks.append(cb.TerminalProgress(clock, echo))
+    result = trainer.fit(callbacks, model)
+    if not result.cancelled:
+        # fit() ends with the averaged (EMA) weights: the final model is what was validated last.
+        checkpoints.save(result.model, "last.keras")
+    if not (run_dir / "best.keras").exists() and not (run_dir / "last.keras").exists():
+        checkpoints.save(result.model, "last.keras")
     return {
-        "cancelled": recorder.cancelled,
-        "best_epoch": recorder.best_epoch,
-        "best_val_loss": recorder.best_val_loss,
-        "epochs_done": recorder.epochs_done,
-        "train_seconds": round(time.monotonic() - recorder.started, 2),
-        "images_per_second": recorder.mean_images_per_second(),
+        "cancelled": result.cancelled,
+        "best_epoch": result.best_epoch,
+        "best_val_loss": result.best_val_loss,
+        "model_selection": result.model_selection,
+        "epochs_done": result.epochs_done,
+        "phases": result.phases,
+        "train_seconds": round(time.monotonic() - clock.started, 2),
+        "images_per_second": clock.median_images_per_second(),
         "eta_seconds": 0,
     }
 
 
-def _compile(model, train_config, learning_rate: float, total_steps: int) -> None:
-    from engine.models import LOSS_FROM_LOGITS
+class _PhaseStatus(keras.callbacks.Callback):
+    """Tells status.json when two-phase training moves on to fine-tuning."""
 
-    if train_config.schedule == "cosine":
-        learning_rate = keras.optimizers.schedules.CosineDecay(
-            learning_rate, decay_steps=max(total_steps, 1)
-        )
-    optimizers = {
-        "adam": keras.optimizers.Adam,
-        "adamw": keras.optimizers.AdamW,
-        "sgd": keras.optimizers.SGD,
-        "rmsprop": keras.optimizers.RMSprop,
-    }
-    if train_config.optimizer not in optimizers:
-        raise UserError(
-            f"Unknown optimizer '{train_config.optimizer}'; use one of {sorted(optimizers)}."
-        )
-    extra = {"momentum": 0.9} if train_config.optimizer == "sgd" else {}
-    model.compile(
-        optimizer=optimizers[train_config.optimizer](learning_rate=learning_rate, **extra),
-        loss=keras.losses.CategoricalCrossentropy(
-            from_logits=LOSS_FROM_LOGITS, label_smoothing=train_config.label_smoothing
-        ),
-        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
-        steps_per_execution=train_config.steps_per_execution,
-    )
-
-
-def _class_weights(dataset) -> dict[int, float]:
-    """Inverse-frequency weights, so each class counts as much as the others in the loss."""
-    tally = np.bincount(dataset.labels[dataset.indices("train")], minlength=dataset.num_classes)
-    total = tally.sum()
-    return {i: float(total / (dataset.num_classes * max(n, 1))) for i, n in enumerate(tally)}
-
-
-class RunRecorder(keras.callbacks.Callback):
-    """Writes history and status, saves best and last models, and stops on a cancel request."""
-
-    def __init__(
-        self,
-        run_dir: Path,
-        epochs: int,
-        steps_per_epoch: int,
-        train_images: int,
-        cancel_flag: dict,
-        every_steps: int = 0,
-    ):
+    def __init__(self, run_dir: Path):
         super().__init__()
-        self.run_dir, self.epochs, self.steps_per_epoch = Path(run_dir), epochs, steps_per_epoch
-        self.train_images, self.cancel_flag = train_images, cancel_flag
-        self.every_steps = every_steps or max(1, steps_per_epoch // 10)
-        self.cancelled = False
-        self.best_val_loss, self.best_epoch, self.epochs_done = math.inf, 0, 0
-        self.started = time.monotonic()
-        self.epoch_speeds: list[float] = []
-        self._last_status = self._last_cancel_check = 0.0
+        self.run_dir = run_dir
 
-    def on_epoch_begin(self, epoch, logs=None):
-        self.current_epoch = epoch
-        self.epoch_started = time.monotonic()
-        self.train_seconds = 0.0
-        self._last_logged_step = 0
+    def on_phase(self, name: str, model) -> None:
+        from engine.models import count_parameters
+
+        runs.update_status(self.run_dir, phase=name, parameters=count_parameters(model))
+
+
+def _decode_progress(run_dir: Path, cancel_flag: dict, echo: TextIO | None):
+    last = [0.0]
+    started = time.monotonic()
+    tty = bool(echo) and echo.isatty()
+
+    def progress(done: int, total: int) -> None:
+        now = time.monotonic()
+        if now - last[0] > STATUS_INTERVAL_SECONDS or done == total:
+            last[0] = now
+            runs.update_status(
+                run_dir, phase=f"decoding images {done}/{total}", decoded=done, to_decode=total
+            )
+            if echo and (tty or done == total or now - started > 5):
+                rate = done / max(now - started, 1e-9)
+                eta = (total - done) / rate if rate else 0
+                line = f"decoding images {done}/{total}  {rate:.0f}/s  ETA {format_seconds(eta)}"
+                print(
+                    ("\r" + line) if tty else line,
+                    end="\n" if done == total or not tty else "",
+                    file=echo,
+                    flush=True,
+                )
+        if cancel_flag["set"]:
+            raise _Cancelled()
+
+    return progress
+
+
+def fit_epochs_to_budget(config: RunConfig, dataset, strategy) -> tuple[int, dict]:
+    """The number of epochs that fit train.time_budget_minutes, from a short timed fit here.
+
+    A throwaway copy of the model trains CALIBRATION_STEPS steps on the real pipeline; validation
+    is counted at a third of a training step per image (forward only).
+    """
+    from engine.trainer import FINE_TUNE_STEP_COST, Trainer, with_epochs
+
+    probe = Trainer(with_epochs(config, 1), dataset, strategy)
+    model = probe.build_model()
+    timer = _StepTimer()
+    steps = min(probe.steps_per_epoch, CALIBRATION_STEPS) + 2
+    model.fit(probe.train_data().repeat().take(steps), callbacks=[timer], verbose=0)
+    seconds_per_step = timer.seconds_per_step()
+    del model
+    keras.backend.clear_session()
+    batch = config.train.batch_size
+    train_step_image = seconds_per_step / batch
+    validation_images = len(dataset.indices("validation"))
+    epoch_seconds = (
+        probe.steps_per_epoch * seconds_per_step + validation_images * train_step_image / 3
+    )
+    budget = config.train.time_budget_minutes * 60
+    if probe.two_phase:
+        # Half the epochs at the frozen speed, half at the fine-tuning speed.
+        epoch_seconds *= (1 + FINE_TUNE_STEP_COST) / 2
+    epochs = int(budget // max(epoch_seconds, 1e-9))
+    epochs = max(MIN_BUDGET_EPOCHS, min(MAX_BUDGET_EPOCHS, epochs))
+    estimate = {
+        "images_per_second": round(batch / seconds_per_step, 1),
+        "epoch_seconds": round(epoch_seconds, 2),
+        "budget_seconds": budget,
+        "epochs": epochs,
+    }
+    return epochs, estimate
+
+
+class _StepTimer(keras.callbacks.Callback):
+    """Times training steps after the first two (graph tracing)."""
+
+    def __init__(self):
+        super().__init__()
+        self.times: list[float] = []
 
     def on_train_batch_end(self, batch, logs=None):
-        now = time.monotonic()
-        step = batch + 1  # with steps_per_execution > 1 Keras reports every few steps only
-        self.train_seconds = (
-            now - self.epoch_started
-        )  # at the epoch's last batch: its training time
-        if step - self._last_logged_step >= self.every_steps and step < self.steps_per_epoch:
-            self._last_logged_step = step
-            append_jsonl(
-                self.run_dir / "history.jsonl",
-                {
-                    "epoch": self._epoch + 1,
-                    "step": step,
-                    "global_step": self._epoch * self.steps_per_epoch + step,
-                    **_floats(logs, ("loss", "accuracy")),
-                    "time": round(now - self.started, 3),
-                },
-            )
-        if now - self._last_status > STATUS_INTERVAL_SECONDS:
-            self._last_status = now
-            self._write_progress(step, now)
-        if now - self._last_cancel_check > CANCEL_CHECK_SECONDS:
-            self._last_cancel_check = now
-            if self.cancel_flag["set"] or runs.cancel_requested(self.run_dir):
-                self.cancelled = True
-                raise _Cancelled()
+        self.times.append(time.monotonic())
 
-    @property
-    def _epoch(self) -> int:
-        return getattr(self, "current_epoch", 0)
-
-    def _write_progress(self, step: int, now: float) -> None:
-        done = self._epoch * self.steps_per_epoch + step
-        total = self.epochs * self.steps_per_epoch
-        elapsed = now - self.started
-        eta = elapsed / max(done, 1) * (total - done)
-        runs.update_status(
-            self.run_dir,
-            epoch=self._epoch + 1,
-            step=step,
-            global_step=done,
-            total_steps=total,
-            eta_seconds=round(eta, 1),
-            elapsed_seconds=round(elapsed, 1),
-            images_per_second=self.mean_images_per_second(),
-        )
-
-    def on_epoch_end(self, epoch, logs=None):
-        logs = logs or {}
-        now = time.monotonic()
-        train_seconds = self.train_seconds or (now - self.epoch_started)
-        speed = self.train_images / max(train_seconds, 1e-9)
-        self.epoch_speeds.append(speed)
-        learning_rate = float(np.asarray(self.model.optimizer.learning_rate))
-        row = {
-            "epoch": epoch + 1,
-            **_floats(logs, ("loss", "accuracy", "val_loss", "val_accuracy")),
-            "learning_rate": learning_rate,
-            "epoch_seconds": round(now - self.epoch_started, 3),
-            "train_seconds": round(train_seconds, 3),
-            "images_per_second": round(speed, 1),
-            "time": round(now - self.started, 3),
-        }
-        append_jsonl(self.run_dir / "history.jsonl", row)
-        self.epochs_done = epoch + 1
-        self.save(self.model, "last.keras")
-        val_loss = logs.get("val_loss")
-        if val_loss is not None and float(val_loss) < self.best_val_loss:
-            self.best_val_loss, self.best_epoch = float(val_loss), epoch + 1
-            self.save(self.model, "best.keras")
-        self._write_progress(self.steps_per_epoch, now)
-        runs.update_status(
-            self.run_dir, best_epoch=self.best_epoch, best_val_loss=self.best_val_loss
-        )
-
-    def save(self, model, name: str) -> None:
-        """Save a model atomically: a temporary .keras file renamed over the old one."""
-        temporary = self.run_dir / f".{name}.tmp.keras"
-        model.save(temporary)
-        os.replace(temporary, self.run_dir / name)
-
-    def mean_images_per_second(self) -> float:
-        return round(float(np.median(self.epoch_speeds)), 1) if self.epoch_speeds else 0.0
-
-
-def _floats(logs, keys) -> dict:
-    logs = logs or {}
-    return {
-        key: round(float(logs[key]), 6) for key in keys if key in logs and logs[key] is not None
-    }
+    def seconds_per_step(self) -> float:
+        if len(self.times) < 3:
+            raise UserError("The speed measurement ran too few steps; set train.epochs instead.")
+        return (self.times[-1] - self.times[1]) / (len(self.times) - 2)

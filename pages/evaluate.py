@@ -1,4 +1,4 @@
-"""Evaluate: a completed run's test metrics, per-class scores, confusion matrix and its mistakes."""
+"""Evaluate: a completed run's metrics on its test split (or validation), per-class scores, confusion matrix and mistakes."""
 
 import streamlit as st
 
@@ -8,11 +8,13 @@ from ui import services, state
 from ui.run_views import (
     ALL_PAIRS,
     completed_runs,
+    evaluation_accuracy_text,
     item_gallery,
     no_runs_message,
     pair_label,
     pair_options,
     per_class_table,
+    percent,
     percent_column,
     pick_run,
     selectable_confusion_heatmap,
@@ -44,9 +46,14 @@ run_dir = run["path"]
 evaluation = services.evaluation(run_dir)
 if evaluation is None:
     st.info("This run has no evaluation yet.")
-    if st.button("Evaluate on the test split", key="eval_compute", type="primary"):
+    if st.button(
+        "Evaluate",
+        key="eval_compute",
+        type="primary",
+        help="On the run's test split, or on its validation split when it has none.",
+    ):
         try:
-            with st.spinner("Evaluating the best model..."):
+            with st.spinner("Evaluating the model..."):
                 evaluation = services.evaluate(run_dir)
         except UserError as error:
             st.error(str(error))
@@ -55,15 +62,31 @@ if evaluation is None:
 
 # ----- metrics -----------------------------------------------------------------------------------
 top_k = evaluation["top_k"]
+split = evaluation["split"]
+# The labels name the split, so a validation number never reads as a test one.
 columns = st.columns(6)
-columns[0].metric("Accuracy", evaluation["accuracy"], format="percent", border=True)
+columns[0].metric(
+    f"{split.capitalize()} accuracy",
+    percent(evaluation["accuracy"]),
+    help=evaluation_accuracy_text(evaluation),
+    border=True,
+)
 columns[1].metric(
-    f"Top-{top_k} accuracy", evaluation["top_k_accuracy"], format="percent", border=True
+    f"{split.capitalize()} top-{top_k} accuracy",
+    percent(evaluation["top_k_accuracy"]),
+    border=True,
 )
 columns[2].metric("Macro F1", evaluation["macro_avg"]["f1-score"], format="%.3f", border=True)
 columns[3].metric("Weighted F1", evaluation["weighted_avg"]["f1-score"], format="%.3f", border=True)
 columns[4].metric("Images evaluated", evaluation["count"], format="localized", border=True)
-columns[5].metric("Split", evaluation["split"], border=True)
+columns[5].metric("Split", split, border=True)
+tta = evaluation.get("tta", "none")
+st.caption(
+    f"{evaluation_accuracy_text(evaluation)} · model {evaluation.get('model_file', 'best.keras')}"
+    + (" · flip test-time augmentation" if tta == "horizontal_flip" else "")
+)
+for warning in evaluation.get("warnings", []):
+    st.warning(warning)
 
 st.subheader("Per class")
 st.dataframe(

@@ -6,6 +6,7 @@ import streamlit as st
 
 from engine.errors import UserError
 from ui import data_views, services
+from ui.run_views import recent_runs_rows
 from ui.state import data_config, init_state, runs_dir
 
 init_state()
@@ -43,13 +44,9 @@ except UserError as error:
 data_views.page_link("pages/data.py", "Change it on the Data page", ":material/photo_library:")
 
 st.subheader("Recent runs")
-rows = data_views.runs_rows(services.list_runs(runs_dir()))
+rows = recent_runs_rows(services.list_runs(runs_dir()))
 if rows:
-    st.dataframe(
-        rows[:20],
-        hide_index=True,
-        column_config={"test accuracy": st.column_config.NumberColumn(format="percent")},
-    )
+    st.dataframe(rows[:20], hide_index=True)
 else:
     st.info(f"No runs in {runs_dir()} yet: train one on the Train page.")
 
@@ -63,7 +60,7 @@ with st.grid(3, min_column_width=220):
         ),
         ("Augment", ":material/auto_fix_high:", "Choose augmentations and preview them."),
         ("Train", ":material/model_training:", "Train a model and watch it learn."),
-        ("Evaluate", ":material/fact_check:", "Test metrics, confusion matrix and mistakes."),
+        ("Evaluate", ":material/fact_check:", "Metrics, confusion matrix and mistakes."),
         ("Compare", ":material/compare:", "Runs side by side."),
         ("Predict", ":material/center_focus_strong:", "Classify your own images."),
     ):

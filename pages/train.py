@@ -5,144 +5,87 @@ from __future__ import annotations
 import streamlit as st
 
 from engine import runs
-from engine.config import ModelConfig, TrainConfig
 from engine.errors import UserError
-from ui import figures, services
+from ui import figures, services, train_form
+from ui.run_views import evaluation_accuracy_text
 from ui.state import TRAIN_RUN, data_config, default_run_config, init_state, runs_dir
 
 init_state()
 st.title("Train")
 data = data_config()
+train_form.apply_pending_learning_rate()
+try:
+    recipe = services.recipe(data)
+    summary = services.dataset_summary(data)
+except UserError as error:
+    st.error(f"{error} Change the dataset on the Data page.")
+    st.stop()
 st.caption(
-    f"Dataset: **{data.spec}** (change it on the Data page). Augmentation settings come from the Augment page."
+    "Dataset and image size are chosen on the Data page, augmentation on the Augment page; "
+    "the values below start from the recipe the engine chose for this dataset."
 )
 
-catalog = services.model_catalog()
-names = [model["name"] for model in catalog]
-describe = {model["name"]: model for model in catalog}
-defaults_model, defaults_train = ModelConfig(), TrainConfig()
-
 with st.expander("Model and hyperparameters", expanded=not st.session_state.get(TRAIN_RUN)):
-    left, right = st.columns(2)
-    with left:
-        name = st.selectbox(
-            "Model",
-            names,
-            index=names.index(defaults_model.name),
-            key="train_model",
-            format_func=lambda n: f"{n} ({describe[n]['family']})",
+    model_fields, train_fields = train_form.training_form(recipe, services.model_catalog())
+    finder, finder_note = st.columns([1, 3])
+    if finder.button("Find a learning rate", key="train_lr_find", icon=":material/query_stats:"):
+        bar = finder_note.progress(0.0, text="Trying learning rates...")
+        try:
+            candidate = default_run_config().replace(
+                data={"image_size": recipe["config"].get("data", {}).get("image_size", 0)}
+                if not data.image_size
+                else {},
+                model=model_fields,
+                train={**train_fields, "epochs": max(1, train_fields.get("epochs") or 1)},
+            )
+            result = services.lr_find(
+                candidate,
+                progress=lambda done, total: bar.progress(
+                    done / max(total, 1), text=f"Trying learning rates: step {done} of {total}"
+                ),
+            )
+            st.session_state[train_form.LR_FIND_RESULT] = result
+            st.session_state[train_form.LR_PENDING] = result["suggested_learning_rate"]
+            st.rerun()
+        except UserError as error:
+            bar.empty()
+            st.error(str(error))
+    found = st.session_state.get(train_form.LR_FIND_RESULT)
+    if found:
+        st.plotly_chart(train_form.lr_find_figure(found), key="train_lr_curve")
+        st.caption(
+            f"Suggested learning rate {found['suggested_learning_rate']:.1e} (the middle of the "
+            "longest descent of the smoothed training loss, as fastai's lr_find), put into the "
+            "learning-rate box."
         )
-        st.caption(describe[name]["description"])
-        model_fields: dict = {"name": name}
-        if describe[name]["family"] == "configurable" and name == "custom_cnn":
-            model_fields["blocks"] = st.slider(
-                "Convolution blocks", 1, 5, defaults_model.blocks, key="train_blocks"
-            )
-            model_fields["filters"] = st.select_slider(
-                "Filters in the first block",
-                [8, 16, 32, 64],
-                defaults_model.filters,
-                key="train_filters",
-            )
-            model_fields["kernel_size"] = st.select_slider(
-                "Kernel size", [3, 5, 7], defaults_model.kernel_size, key="train_kernel"
-            )
-            model_fields["batch_norm"] = st.checkbox(
-                "Batch normalisation", defaults_model.batch_norm, key="train_batch_norm"
-            )
-            model_fields["dropout"] = st.slider(
-                "Dropout", 0.0, 0.7, defaults_model.dropout, 0.05, key="train_dropout"
-            )
-            model_fields["dense_units"] = st.select_slider(
-                "Dense units", [0, 64, 128, 256, 512], defaults_model.dense_units, key="train_dense"
-            )
-            model_fields["pooling"] = st.radio(
-                "Head", ["global_average", "flatten"], key="train_pooling", horizontal=True
-            )
-        if describe[name]["family"] == "transfer":
-            weights = st.radio(
-                "Weights",
-                ["imagenet", "none", "local file"],
-                key="train_weights",
-                horizontal=True,
-                help="ImageNet weights are downloaded once by Keras and need the internet the first time.",
-            )
-            model_fields["weights"] = (
-                st.text_input("Weights file", key="train_weights_file")
-                if weights == "local file"
-                else weights
-            )
-            model_fields["mode"] = st.radio(
-                "Mode",
-                ["feature_extraction", "fine_tuning", "two_phase"],
-                key="train_mode",
-                format_func=lambda m: m.replace("_", " "),
-                horizontal=True,
-            )
-            if model_fields["mode"] != "feature_extraction":
-                model_fields["fine_tune_layers"] = st.number_input(
-                    "Unfreeze the top N layers of the base",
-                    1,
-                    500,
-                    defaults_model.fine_tune_layers,
-                    key="train_unfreeze",
-                )
-                model_fields["fine_tune_from"] = st.text_input(
-                    "...or unfreeze from this layer (e.g. block5_conv3)", key="train_unfreeze_from"
-                )
-                model_fields["fine_tune_learning_rate_factor"] = st.select_slider(
-                    "Fine-tuning learning rate factor",
-                    [0.01, 0.03, 0.1, 0.3, 1.0],
-                    0.1,
-                    key="train_ft_factor",
-                )
-            if model_fields["mode"] == "two_phase":
-                model_fields["head_epochs"] = st.number_input(
-                    "Epochs for the head first (0 = half)", 0, 500, 0, key="train_head_epochs"
-                )
-    with right:
-        train_fields = {
-            "epochs": st.number_input("Epochs", 1, 1000, defaults_train.epochs, key="train_epochs"),
-            "batch_size": st.select_slider(
-                "Batch size",
-                [8, 16, 32, 64, 128, 256],
-                defaults_train.batch_size,
-                key="train_batch_size",
-            ),
-            "learning_rate": st.select_slider(
-                "Learning rate",
-                [1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2],
-                defaults_train.learning_rate,
-                key="train_learning_rate",
-            ),
-            "optimizer": st.selectbox(
-                "Optimizer", ["adam", "adamw", "sgd", "rmsprop"], key="train_optimizer"
-            ),
-            "schedule": st.selectbox(
-                "Learning-rate schedule", ["constant", "cosine", "plateau"], key="train_schedule"
-            ),
-            "early_stopping_patience": st.number_input(
-                "Early stopping patience (0 = off)",
-                0,
-                100,
-                defaults_train.early_stopping_patience,
-                key="train_patience",
-            ),
-            "label_smoothing": st.slider(
-                "Label smoothing", 0.0, 0.3, 0.0, 0.05, key="train_label_smoothing"
-            ),
-            "class_weights": st.checkbox(
-                "Weight classes by inverse frequency", key="train_class_weights"
-            ),
-            "mixed_precision": st.checkbox(
-                "Mixed precision (GPU only)", key="train_mixed_precision"
-            ),
-            "seed": st.number_input("Seed", 0, 2**31 - 1, defaults_train.seed, key="train_seed"),
-        }
 
-if st.button("Start training", type="primary", key="train_start", icon=":material/play_arrow:"):
+try:
+    image_size = data.image_size or recipe["config"].get("data", {}).get("image_size", 0)
+    config = default_run_config().replace(
+        data={"image_size": image_size}, model=model_fields, train=train_fields
+    )
+    services.check_config(config)
+    config_error = None
+except UserError as error:
+    config, config_error = None, str(error)
+
+st.subheader("This run will use")
+if config is not None:
+    rows = train_form.run_summary(
+        config, summary, recipe["notes"] + services.transfer_notes(config.model)
+    )
+    st.table({"setting": [row[0] for row in rows], "value": [row[1] for row in rows]})
+else:
+    st.error(config_error)
+
+if st.button(
+    "Start training",
+    type="primary",
+    key="train_start",
+    icon=":material/play_arrow:",
+    disabled=config is None,
+):
     try:
-        config = default_run_config().replace(model=model_fields, train=train_fields)
         run_dir = runs.launch_run(config, runs_dir())
         st.session_state[TRAIN_RUN] = run_dir.name
         st.toast(f"Started {run_dir.name}")
@@ -201,10 +144,14 @@ def live_view() -> None:
         )
     elif state == "completed":
         evaluation = services.evaluation(run_dir) or {}
-        accuracy = evaluation.get("accuracy")
+        chosen_by = (
+            f"best epoch {status.get('best_epoch')} by validation loss"
+            if status.get("model_selection", True) and status.get("best_epoch")
+            else "the last epoch's weights (no validation split chose them)"
+        )
         st.success(
-            f"Completed: best epoch {status.get('best_epoch')}, test accuracy {accuracy:.4f}."
-            if accuracy is not None
+            f"Completed: {chosen_by}; {evaluation_accuracy_text(evaluation)}."
+            if evaluation.get("accuracy") is not None
             else "Completed."
         )
     if state in runs.ACTIVE_STATES and st.button(

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import write_class_folder
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
@@ -54,6 +55,11 @@ def page(name: str) -> AppTest:
     return at
 
 
+def percent(value: float) -> str:
+    """How every page writes an accuracy: 0.98888 -> "98.89 %"."""
+    return f"{value * 100:.2f} %"
+
+
 def png_bytes(array: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(array).save(buffer, format="PNG")
@@ -72,7 +78,8 @@ def test_evaluate_shows_metrics_and_confusion_matrix(with_run):
     at = page("evaluate")
     assert at.selectbox(key="eval_run").value == with_run.name
     metrics = {metric.label: metric.value for metric in at.metric}
-    assert float(metrics["Accuracy"]) == pytest.approx(evaluation["accuracy"])
+    assert metrics["Test accuracy"] == percent(evaluation["accuracy"])
+    assert metrics["Split"] == "test"
     assert int(metrics["Images evaluated"]) == evaluation["count"]
     assert len(at.get("plotly_chart")) == 1  # the confusion matrix
     per_class = at.dataframe[0].value
@@ -114,7 +121,7 @@ def test_evaluate_computes_a_missing_evaluation(with_run):
     assert not at.exception
     assert (with_run / "evaluation.json").is_file()
     metrics = {metric.label: metric.value for metric in at.metric}
-    assert float(metrics["Accuracy"]) == pytest.approx(saved["accuracy"])
+    assert metrics["Test accuracy"] == percent(saved["accuracy"])
 
 
 def test_compare_shows_the_table(with_run):
@@ -126,7 +133,7 @@ def test_compare_shows_the_table(with_run):
     assert list(table.columns) == [with_run.name]
     column = table[with_run.name]
     assert column["parameters"] == f"{status['parameters']['total']:,}"
-    assert column["test accuracy"] == f"{evaluation['accuracy']:.1%}"
+    assert column["accuracy"] == f"{percent(evaluation['accuracy'])} test accuracy"
     assert column["epochs"] == "1"
     assert len(at.get("plotly_chart")) == 2  # curves and per-class F1
 
@@ -150,3 +157,69 @@ def test_predict_shows_top_k_and_names_a_broken_file(with_run):
     assert len(table.loc["zero.png", "top-k"].split(", ")) == 3
     assert "Pillow" in table.loc["notes.png", "error"]
     assert len(at.get("plotly_chart")) == 1  # bars for the image, none for the broken file
+
+
+@pytest.fixture
+def validation_run(tmp_path) -> Path:
+    """A completed run with no test split and a class ('fox') its validation split lacks,
+    evaluated with an untrained linear model (the pages only read what it stored)."""
+    import keras
+
+    from engine.config import RunConfig
+    from engine.data import load_dataset
+    from engine.evaluation import evaluate_run
+    from engine.jsonio import write_json
+    from engine.runs import create_run, default_runs_dir, update_status
+
+    folder = tmp_path / "animals"
+    write_class_folder(folder / "train", classes=("cat", "dog", "fox"), per_class=8)
+    write_class_folder(folder / "validation", classes=("cat", "dog"), per_class=3)
+    config = RunConfig().replace(data={"spec": str(folder), "image_size": 12, "test_fraction": 0.0})
+    run_dir = create_run(config, default_runs_dir())
+    dataset = load_dataset(config.data)
+    write_json(run_dir / "load_report.json", dataset.report())
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((12, 12, 3))
+    outputs = keras.layers.Dense(3, activation="softmax")(keras.layers.Flatten()(inputs / 255))
+    keras.Model(inputs, outputs).save(run_dir / "best.keras")
+    update_status(run_dir, state="completed", model_selection=True, epochs_done=1)
+    evaluate_run(run_dir)
+    return run_dir
+
+
+def shown_text(at: AppTest) -> list[str]:
+    """The words a page shows outside its tables."""
+    elements = [*at.caption, *at.markdown, *at.info, *at.success, *at.warning]
+    return [element.value for element in elements] + [metric.label for metric in at.metric]
+
+
+def test_a_validation_number_is_never_called_test_accuracy(validation_run):
+    evaluation = json.loads((validation_run / "evaluation.json").read_text())
+    assert evaluation["split"] == "validation"
+    assert evaluation["classes_without_images"] == ["fox"]
+    accuracy = percent(evaluation["accuracy"])
+
+    at = page("evaluate")
+    metrics = {metric.label: metric.value for metric in at.metric}
+    assert metrics["Validation accuracy"] == accuracy
+    assert metrics["Split"] == "validation"
+    assert any(
+        f"{accuracy} validation accuracy, the split that chose the model" in caption.value
+        for caption in at.caption
+    )
+    assert [warning.value for warning in at.warning] == evaluation["warnings"]
+    assert "'fox' has no images in the validation split" in at.warning[0].value
+    per_class = at.dataframe[0].value.set_index("class")
+    assert per_class.loc["fox", "support"] == 0
+    assert not any("test accuracy" in text.lower() for text in shown_text(at))
+
+    at = page("compare")
+    column = at.dataframe[0].value[validation_run.name]
+    assert column["accuracy"] == f"{accuracy} validation accuracy"
+
+    at = page("home")
+    assert not at.exception
+    [runs_table] = [frame.value for frame in at.dataframe if "run" in frame.value.columns]
+    row = runs_table.set_index("run").loc[validation_run.name]
+    assert row["accuracy"] == f"{accuracy} validation accuracy"
+    assert not any("test accuracy" in text.lower() for text in shown_text(at))

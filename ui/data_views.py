@@ -102,24 +102,6 @@ def statistics_rows(statistics: dict) -> list[dict]:
     return rows
 
 
-def runs_rows(runs: list[dict]) -> list[dict]:
-    """The Home page's table: one row per run, newest first."""
-    rows = []
-    for run in runs:
-        config = run.get("config") or {}
-        rows.append(
-            {
-                "run": run["run_id"],
-                "model": (config.get("model") or {}).get("name"),
-                "dataset": display_name((config.get("data") or {}).get("spec") or ""),
-                "state": run.get("state"),
-                "test accuracy": run.get("test_accuracy"),
-                "created (UTC)": (run.get("created_at") or "")[:19].replace("T", " "),
-            }
-        )
-    return rows
-
-
 def page_link(page: str, label: str, icon: str, description: str = "") -> None:
     """st.page_link and a line below it; plain text when the page runs alone under AppTest."""
     try:

@@ -1,4 +1,4 @@
-"""Pieces shared by the Evaluate, Compare and Predict pages: run pickers' data, tables, galleries."""
+"""Pieces shared by the pages that show runs: pickers, accuracy wording, tables, galleries."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from streamlit.errors import StreamlitPageNotFoundError
 
 from engine.errors import UserError
 from ui import figures, services, state
+from ui.data_views import display_name
 
 ALL_PAIRS = "all"
 MISSING_IMAGE = np.full((96, 96, 3), 200, dtype=np.uint8)  # stands in for an undecodable item
@@ -35,10 +36,33 @@ def pick_run(runs: list[dict], key: str, remembered_key: str, help: str) -> dict
     return by_id[run_id]
 
 
+def percent(value: float) -> str:
+    """The one way the pages write an accuracy: 0.98888 -> "98.89 %"."""
+    return f"{value * 100:.2f} %"
+
+
+def accuracy_text(accuracy: float | None, label: str = "accuracy") -> str:
+    """ "98.89 % test accuracy": the number and the split it comes from, side by side."""
+    return "not evaluated" if accuracy is None else f"{percent(accuracy)} {label}"
+
+
+def run_accuracy_text(run: dict) -> str:
+    """A listed run's headline (engine.runs.list_runs); runs from before the split was recorded
+    say only "accuracy"."""
+    split = run.get("accuracy_split")
+    return accuracy_text(run.get("accuracy"), f"{split} accuracy" if split else "accuracy")
+
+
+def evaluation_accuracy_text(evaluation: dict) -> str:
+    """An evaluation's accuracy with its split label, such as "97.50 % validation accuracy, the
+    split that chose the model" (the Evaluate page, and the Train page's final line)."""
+    # Evaluations from before split_label existed name only their split.
+    label = evaluation.get("split_label") or f"{evaluation.get('split', 'evaluated')} accuracy"
+    return accuracy_text(evaluation.get("accuracy"), label)
+
+
 def run_label(run: dict) -> str:
-    accuracy = run.get("test_accuracy")
-    score = f"test accuracy {accuracy:.1%}" if accuracy is not None else "not evaluated"
-    return f"{run['run_id']} · {score}"
+    return f"{run['run_id']} · {run_accuracy_text(run)}"
 
 
 def no_runs_message(purpose: str) -> None:
@@ -112,7 +136,7 @@ def comparison_table(runs: list[dict]) -> pd.DataFrame:
         columns[run["run_id"]] = {
             "model": config.get("model", {}).get("name"),
             "dataset": config.get("data", {}).get("spec"),
-            "test accuracy": shown(run.get("test_accuracy"), "{:.1%}"),
+            "accuracy": run_accuracy_text(run),
             "macro F1": shown(run.get("macro_f1"), "{:.3f}"),
             "parameters": shown((status.get("parameters") or {}).get("total"), "{:,}"),
             "training time": shown(status.get("train_seconds"), "{:,.1f} s"),
@@ -121,6 +145,24 @@ def comparison_table(runs: list[dict]) -> pd.DataFrame:
             "best epoch": shown(status.get("best_epoch"), "{}"),
         }
     return pd.DataFrame(columns).rename_axis("run")
+
+
+def recent_runs_rows(runs: list[dict]) -> list[dict]:
+    """The Home page's table: one row per run, newest first, its accuracy named by split."""
+    rows = []
+    for run in runs:
+        config = run.get("config") or {}
+        rows.append(
+            {
+                "run": run["run_id"],
+                "model": (config.get("model") or {}).get("name"),
+                "dataset": display_name((config.get("data") or {}).get("spec") or ""),
+                "state": run.get("state"),
+                "accuracy": run_accuracy_text(run) if run.get("accuracy") is not None else None,
+                "created (UTC)": (run.get("created_at") or "")[:19].replace("T", " "),
+            }
+        )
+    return rows
 
 
 def flatten(config: dict, prefix: str = "") -> dict[str, object]:

@@ -163,7 +163,9 @@ def _predictor(run_dir: str, mtime: float):
 
 def predictor(run_dir: Path):
     """The run's best model with its preprocessing, loaded once per model file version."""
-    return _predictor(str(run_dir), _mtime(runs.model_path(run_dir)))
+    from engine.predict import run_model_path
+
+    return _predictor(str(run_dir), _mtime(run_model_path(run_dir)))
 
 
 def save_upload(name: str, data: bytes) -> Path:
@@ -211,3 +213,44 @@ def warm_up() -> bool:
 
     threading.Thread(target=load, name="tensorflow-warm-up", daemon=True).start()
     return True
+
+
+@st.cache_data(max_entries=8, show_spinner="Choosing a recipe for this dataset...")
+def _recipe(key: str) -> dict:
+    from engine.recipe import default_weights_check, recommend
+
+    recipe = recommend(_dataset(key), default_weights_check)
+    return {"kind": recipe.kind, "config": recipe.config, "notes": recipe.notes}
+
+
+def recipe(config: DataConfig) -> dict:
+    """The engine's recipe for this dataset: {"kind", "config" (partial RunConfig), "notes"}."""
+    return _recipe(config_key(config))
+
+
+def transfer_notes(model_config) -> list[str]:
+    """The engine's sentences about a transfer-learning choice (what trains, what to expect)."""
+    from engine import models
+
+    notes = getattr(models, "transfer_notes", None)
+    return list(notes(model_config)) if notes and models.is_transfer(model_config.name) else []
+
+
+def check_config(config) -> None:
+    """Raise the engine's UserError for a config that cannot train (before a run is created)."""
+    from engine.config import RunConfig
+
+    RunConfig.from_dict(config.to_dict())
+    from engine import models
+
+    if models.is_transfer(config.model.name):
+        check = getattr(models, "check_transfer_config", None)
+        if check:
+            check(config.model)
+
+
+def lr_find(config, progress) -> dict:
+    """Run the learning-rate finder in this process (a short fit of a throwaway model)."""
+    from engine.lr_find import lr_find as find
+
+    return find(config, dataset=get_dataset(config.data), progress=progress)

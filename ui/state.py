@@ -20,7 +20,7 @@ PREDICT_RUN = "predict_run_id"
 def init_state() -> None:
     _route_through_app()
     st.session_state.setdefault(DATA_CONFIG, dataclasses.asdict(DataConfig()))
-    st.session_state.setdefault(AUGMENT_CONFIG, dataclasses.asdict(AugmentConfig()))
+    st.session_state.setdefault(AUGMENT_CONFIG, None)  # None: the dataset's recipe decides
     st.session_state.setdefault(TRAIN_RUN, None)
 
 
@@ -34,8 +34,18 @@ def set_data_config(config: DataConfig) -> None:
 
 
 def augment_config() -> AugmentConfig:
+    """The augmentation the user set on the Augment page, else the recipe's for the dataset."""
     init_state()
-    return AugmentConfig(**st.session_state[AUGMENT_CONFIG])
+    chosen = st.session_state[AUGMENT_CONFIG]
+    if chosen is not None:
+        return AugmentConfig(**chosen)
+    from engine.errors import UserError
+    from ui.services import recipe
+
+    try:
+        return AugmentConfig(**recipe(data_config())["config"].get("augment", {}))
+    except UserError:  # an unloadable dataset: the Data page says why; no augmentation here
+        return AugmentConfig()
 
 
 def set_augment_config(config: AugmentConfig) -> None:

@@ -1,0 +1,311 @@
+"""Small Keras callbacks the trainer is given: history, status, checkpoints, cancel, EMA, terminal.
+
+Each does one thing, so the trainer only fits and the caller (the worker process, lr-find, a
+benchmark) decides what gets written where.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TextIO
+
+import keras
+import numpy as np
+
+from engine import runs
+from engine.jsonio import append_jsonl
+from engine.optim import current_learning_rate
+
+STATUS_INTERVAL_SECONDS = 1.0
+CANCEL_CHECK_SECONDS = 0.25
+
+
+class Cancelled(Exception):
+    """Raised from a batch callback to leave fit() at once."""
+
+
+def floats(logs: dict | None, keys: tuple[str, ...]) -> dict:
+    logs = logs or {}
+    return {
+        key: round(float(logs[key]), 6) for key in keys if key in logs and logs[key] is not None
+    }
+
+
+class Clock(keras.callbacks.Callback):
+    """Times each epoch's training batches (validation excluded) and counts images per second.
+
+    Shared by the callbacks that report speed, so they all agree. With steps_per_execution > 1
+    Keras reports every few steps only; the time at the last reported batch is what counts.
+    """
+
+    def __init__(self, train_images: int, steps_per_epoch: int, epochs: int):
+        super().__init__()
+        self.train_images, self.steps_per_epoch, self.epochs = train_images, steps_per_epoch, epochs
+        self.started = time.monotonic()
+        self.epoch = 0
+        self.step = 0
+        self.epoch_started = self.started
+        self.train_seconds = 0.0
+        self.epoch_speeds: list[float] = []
+        self.first_step_seconds: float | None = None  # graph tracing: excluded from speed and ETA
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch, self.step = epoch, 0
+        self.epoch_started = time.monotonic()
+        self.train_seconds = 0.0
+
+    def on_train_batch_end(self, batch, logs=None):
+        now = time.monotonic()
+        if self.first_step_seconds is None:
+            self.first_step_seconds = now - self.epoch_started
+            self._steady_from = (now, batch + 1)
+        self.step = batch + 1
+        self.train_seconds = now - self.epoch_started
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epoch_speeds.append(self.images_per_second_now())
+
+    def images_per_second_now(self) -> float:
+        """Images per second of the current epoch so far, the first (tracing) step left out."""
+        since, first_steps = getattr(self, "_steady_from", (None, 0))
+        if self.epoch == 0 and since is not None and self.step > first_steps:
+            steps = self.step - first_steps
+            seconds = (
+                time.monotonic() - since
+                if self.step < self.steps_per_epoch
+                else (self.epoch_started + self.train_seconds - since)
+            )
+            return self.train_images / self.steps_per_epoch * steps / max(seconds, 1e-9)
+        if self.step and self.train_seconds:
+            return self.train_images / self.steps_per_epoch * self.step / self.train_seconds
+        return self.epoch_speeds[-1] if self.epoch_speeds else 0.0
+
+    def median_images_per_second(self) -> float:
+        return round(float(np.median(self.epoch_speeds)), 1) if self.epoch_speeds else 0.0
+
+    def eta_seconds(self, epochs_left_after_this: int) -> float:
+        """Seconds until the last epoch ends, from the steady speed (tracing left out)."""
+        speed = self.images_per_second_now()
+        if not speed:
+            return 0.0
+        per_step = self.train_images / self.steps_per_epoch / speed
+        steps_left = (
+            self.steps_per_epoch - self.step + epochs_left_after_this * self.steps_per_epoch
+        )
+        return steps_left * per_step
+
+
+class CancelOnRequest(keras.callbacks.Callback):
+    """Raises Cancelled at the next batch once should_cancel() says so (checked 4 times a second)."""
+
+    def __init__(self, should_cancel: Callable[[], bool]):
+        super().__init__()
+        self.should_cancel = should_cancel
+        self._last_check = 0.0
+        self.cancelled = False
+
+    def on_train_batch_end(self, batch, logs=None):
+        now = time.monotonic()
+        if now - self._last_check > CANCEL_CHECK_SECONDS:
+            self._last_check = now
+            if self.should_cancel():
+                self.cancelled = True
+                raise Cancelled()
+
+
+class EmaValidation(keras.callbacks.Callback):
+    """Validate, checkpoint and keep the optimizer's moving average of the weights.
+
+    With `use_ema`, Keras keeps the average but only copies it into the model when fit() ends.
+    This swaps it in before each validation, so val_loss, the best checkpoint and the final model
+    all describe the same (averaged) weights, and swaps the raw weights back before the next
+    epoch trains.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self._raw: list[np.ndarray] | None = None
+
+    def on_test_begin(self, logs=None):
+        optimizer = self.model.optimizer
+        if not getattr(optimizer, "use_ema", False) or self._raw is not None:
+            return
+        if int(optimizer.iterations.numpy()) == 0:
+            return
+        self._raw = [variable.numpy() for variable in self.model.trainable_variables]
+        optimizer.finalize_variable_values(self.model.trainable_variables)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.restore_raw()
+
+    def restore_raw(self) -> None:
+        if self._raw is not None:
+            for variable, value in zip(self.model.trainable_variables, self._raw, strict=True):
+                variable.assign(value)
+            self._raw = None
+
+    def on_train_end(self, logs=None):
+        self._raw = None  # fit() leaves the averaged weights in the model: keep them
+
+
+class BestWeights(keras.callbacks.Callback):
+    """Remembers the weights of the epoch with the lowest val_loss, in memory."""
+
+    def __init__(self, monitor: str = "val_loss"):
+        super().__init__()
+        self.monitor = monitor
+        self.best = math.inf
+        self.best_epoch = 0
+        self.weights: list[np.ndarray] | None = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is not None and float(value) < self.best:
+            self.best, self.best_epoch = float(value), epoch + 1
+            self.weights = self.model.get_weights()
+            self.improved = True
+        else:
+            self.improved = False
+
+    def restore(self, model: keras.Model) -> bool:
+        if self.weights is None:
+            return False
+        model.set_weights(self.weights)
+        return True
+
+
+class HistoryWriter(keras.callbacks.Callback):
+    """Appends epoch rows (and about 10 in-epoch rows per epoch) to run_dir/history.jsonl."""
+
+    def __init__(self, run_dir: Path, clock: Clock, every_steps: int = 0):
+        super().__init__()
+        self.path = Path(run_dir) / "history.jsonl"
+        self.clock = clock
+        self.every_steps = every_steps or max(1, clock.steps_per_epoch // 10)
+        self._last_logged_step = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._last_logged_step = 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        step = batch + 1
+        if step - self._last_logged_step >= self.every_steps and step < self.clock.steps_per_epoch:
+            self._last_logged_step = step
+            append_jsonl(
+                self.path,
+                {
+                    "epoch": self.clock.epoch + 1,
+                    "step": step,
+                    "global_step": self.clock.epoch * self.clock.steps_per_epoch + step,
+                    **floats(logs, ("loss", "accuracy")),
+                    "time": round(time.monotonic() - self.clock.started, 3),
+                },
+            )
+
+    def on_epoch_end(self, epoch, logs=None):
+        now = time.monotonic()
+        append_jsonl(
+            self.path,
+            {
+                "epoch": epoch + 1,
+                **floats(logs, ("loss", "accuracy", "val_loss", "val_accuracy")),
+                "learning_rate": current_learning_rate(self.model.optimizer),
+                "epoch_seconds": round(now - self.clock.epoch_started, 3),
+                "train_seconds": round(self.clock.train_seconds, 3),
+                "images_per_second": round(self.clock.epoch_speeds[-1], 1)
+                if self.clock.epoch_speeds
+                else 0.0,
+                "time": round(now - self.clock.started, 3),
+            },
+        )
+
+
+class StatusWriter(keras.callbacks.Callback):
+    """Writes progress (epoch, step, ETA, images/s) into status.json about once a second."""
+
+    def __init__(self, run_dir: Path, clock: Clock):
+        super().__init__()
+        self.run_dir, self.clock = Path(run_dir), clock
+        self._last = 0.0
+
+    def on_train_batch_end(self, batch, logs=None):
+        now = time.monotonic()
+        if now - self._last > STATUS_INTERVAL_SECONDS:
+            self._last = now
+            self.write()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.write()
+
+    def write(self) -> None:
+        clock = self.clock
+        done = clock.epoch * clock.steps_per_epoch + clock.step
+        runs.update_status(
+            self.run_dir,
+            epoch=clock.epoch + 1,
+            step=clock.step,
+            global_step=done,
+            total_steps=clock.epochs * clock.steps_per_epoch,
+            eta_seconds=round(clock.eta_seconds(clock.epochs - clock.epoch - 1), 1),
+            elapsed_seconds=round(time.monotonic() - clock.started, 1),
+            images_per_second=round(clock.images_per_second_now(), 1),
+        )
+
+
+class Checkpoints(keras.callbacks.Callback):
+    """Saves last.keras every epoch and best.keras when val_loss improves (when there is one)."""
+
+    def __init__(self, run_dir: Path, select_best: bool):
+        super().__init__()
+        self.run_dir, self.select_best = Path(run_dir), select_best
+        self.best_val_loss, self.best_epoch, self.epochs_done = math.inf, 0, 0
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        self.epochs_done = epoch + 1
+        self.save(self.model, "last.keras")
+        val_loss = logs.get("val_loss")
+        if self.select_best and val_loss is not None and float(val_loss) < self.best_val_loss:
+            self.best_val_loss, self.best_epoch = float(val_loss), epoch + 1
+            self.save(self.model, "best.keras")
+        update = {"epochs_done": self.epochs_done}
+        if self.select_best and self.best_epoch:
+            update |= {"best_epoch": self.best_epoch, "best_val_loss": self.best_val_loss}
+        runs.update_status(self.run_dir, **update)
+
+    def save(self, model: keras.Model, name: str) -> None:
+        """Save a model atomically: a temporary .keras file renamed over the old one."""
+        temporary = self.run_dir / f".{name}.tmp.keras"
+        model.save(temporary)
+        os.replace(temporary, self.run_dir / name)
+
+
+class TerminalProgress(keras.callbacks.Callback):
+    """One line per epoch on stderr: epoch N/M, losses, accuracies, images/s and ETA."""
+
+    def __init__(self, clock: Clock, stream: TextIO | None = None, label: str = ""):
+        super().__init__()
+        self.clock, self.stream, self.label = clock, stream or sys.stderr, label
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        parts = [f"{self.label}epoch {epoch + 1}/{self.clock.epochs}"]
+        for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+            if logs.get(key) is not None:
+                parts.append(f"{key} {float(logs[key]):.4f}")
+        speed = self.clock.epoch_speeds[-1] if self.clock.epoch_speeds else 0.0
+        parts.append(f"{speed:.0f} images/s")
+        parts.append(f"ETA {format_seconds(self.clock.eta_seconds(self.clock.epochs - epoch - 1))}")
+        print("  ".join(parts), file=self.stream, flush=True)
+
+
+def format_seconds(seconds: float) -> str:
+    seconds = max(0, int(round(seconds)))
+    minutes, seconds = divmod(seconds, 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes}:{seconds:02d}"

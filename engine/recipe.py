@@ -1,0 +1,193 @@
+"""Defaults that learn: a training recipe resolved from the data, then the user's choices on top.
+
+`recommend(dataset)` looks at the indexed data (colour or grey, image sides, counts) and returns
+a partial config plus one sentence per decision. `resolve(dataset, user)` merges what the user
+set over it into a full RunConfig, which the run writes to config.json, so every resolved value
+is recorded and a rerun of that file is the same run. Epochs stay 0 ("fit the time budget")
+until the worker has measured this machine's speed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from engine.config import RunConfig
+
+PHOTO_MIN_SIDE = 64  # a median shorter side at least this, in colour, is "photos"
+PHOTO_IMAGE_SIZE = 128
+TRANSFER_MODEL = "mobilenet_v2"
+GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"}
+
+PHOTO_AUGMENT = {
+    "horizontal_flip": True,
+    "zoom": 0.2,
+    "translation": 0.1,
+    "contrast": 0.2,
+}
+SMALL_COLOUR_AUGMENT = {"horizontal_flip": True, "translation": 0.1}
+# Digits and other grey glyphs: a flip makes a different (or no) symbol, so shifts only.
+GREY_AUGMENT = {"translation": 0.08, "zoom": 0.08}
+
+TRAIN_COMMON = {
+    "optimizer": "adamw",
+    "learning_rate": 2e-3,
+    "weight_decay": 0.05,
+    "schedule": "warmup_cosine",
+    "warmup_epochs": 2.0,
+    "label_smoothing": 0.1,
+    "ema": True,
+    "ema_momentum": 0.0,
+    "epochs": 0,  # fitted to the time budget on this machine when the run starts
+}
+
+
+@dataclass
+class Recipe:
+    kind: str  # photos, small colour images, grey images, transfer
+    config: dict[str, dict[str, Any]]  # a partial RunConfig dict
+    notes: list[str] = field(default_factory=list)
+
+
+def describe_images(dataset) -> dict[str, Any]:
+    """Colour or grey, and the median shorter side, from the file headers (nothing decoded)."""
+    headers = dataset.source.headers or []
+    if not headers:
+        return {"colour": True, "median_side": 0, "images": 0}
+    sides = np.array([min(width, height) for width, height, _ in headers])
+    grey = sum(1 for _, _, mode in headers if mode in GREY_MODES)
+    return {
+        "colour": grey < len(headers) / 2,
+        "median_side": int(np.median(sides)),
+        "images": len(headers),
+    }
+
+
+def recommend(dataset, weights_available: Callable[[str, int], bool] | None = None) -> Recipe:
+    """The recipe for this data. weights_available(model, size) says whether ImageNet weights
+    can be had (cached or online); None means do not consider transfer learning."""
+    images = describe_images(dataset)
+    side, colour = images["median_side"], images["colour"]
+    train_count = len(dataset.indices("train"))
+    if colour and side >= PHOTO_MIN_SIDE:
+        size = PHOTO_IMAGE_SIZE if side >= PHOTO_IMAGE_SIZE else int(side // 16 * 16)
+        notes = [
+            f"photos: colour, median shorter side {side} px, so {size}x{size} inputs and "
+            "flip, zoom, shift and contrast augmentation"
+        ]
+        if weights_available is not None:
+            if weights_available(TRANSFER_MODEL, size):
+                return Recipe(
+                    "transfer",
+                    {
+                        "data": {"image_size": size},
+                        "augment": dict(PHOTO_AUGMENT),
+                        "model": {
+                            "name": TRANSFER_MODEL,
+                            "weights": "imagenet",
+                            "mode": "two_phase",
+                        },
+                        "train": {
+                            **TRAIN_COMMON,
+                            "learning_rate": 1e-3,
+                            "time_budget_minutes": 15.0,
+                        },
+                    },
+                    [
+                        *notes,
+                        f"ImageNet weights for {TRANSFER_MODEL} are available: two-phase transfer "
+                        "learning (the head first, then the top block fine-tuned)",
+                    ],
+                )
+            notes.append(
+                f"ImageNet weights for {TRANSFER_MODEL} are not cached and this machine is "
+                "offline, so the model trains from scratch (residual_cnn)"
+            )
+        return Recipe(
+            "photos",
+            {
+                "data": {"image_size": size},
+                "augment": dict(PHOTO_AUGMENT),
+                "model": {"name": "residual_cnn", "dropout": 0.2},
+                "train": {
+                    **TRAIN_COMMON,
+                    "time_budget_minutes": 15.0,
+                    "early_stopping_patience": 30,
+                },
+            },
+            notes + [_budget_note(train_count, 15.0)],
+        )
+    size = int(min(64, max(32, side)))
+    if colour:
+        return Recipe(
+            "small colour images",
+            {
+                "data": {"image_size": size},
+                "augment": dict(SMALL_COLOUR_AUGMENT),
+                "model": {"name": "residual_cnn", "dropout": 0.2},
+                "train": {
+                    **TRAIN_COMMON,
+                    "time_budget_minutes": 10.0,
+                    "early_stopping_patience": 30,
+                },
+            },
+            [
+                f"small colour images (median side {side} px): {size}x{size} inputs, flips and "
+                "shifts",
+                _budget_note(train_count, 10.0),
+            ],
+        )
+    return Recipe(
+        "grey images",
+        {
+            "data": {"image_size": size},
+            "augment": dict(GREY_AUGMENT),
+            "model": {"name": "default_cnn"},
+            "train": {**TRAIN_COMMON, "time_budget_minutes": 1.5, "early_stopping_patience": 20},
+        },
+        [
+            f"grey images such as digits (median side {side} px): {size}x{size} inputs, small "
+            "shifts and zoom, no flips",
+            _budget_note(train_count, 1.5),
+        ],
+    )
+
+
+def _budget_note(train_count: int, minutes: float) -> str:
+    return (
+        f"epochs are fitted to a {minutes:g}-minute training budget on this machine "
+        f"({train_count} training images)"
+    )
+
+
+def merge(base: dict, override: dict) -> dict:
+    """base with override's sections merged in, key by key (override wins)."""
+    result = {section: dict(values) for section, values in base.items()}
+    for section, values in override.items():
+        result[section] = {**result.get(section, {}), **values}
+    return result
+
+
+def resolve(
+    dataset,
+    user: dict[str, dict[str, Any]] | None = None,
+    weights_available: Callable[[str, int], bool] | None = None,
+) -> tuple[RunConfig, Recipe]:
+    """The full config: the data's recipe with what the user set on top of it."""
+    recipe = recommend(dataset, weights_available)
+    return RunConfig.from_dict(merge(recipe.config, user or {})), recipe
+
+
+def default_weights_check(name: str, image_size: int) -> bool:
+    """Whether ImageNet weights for name can be had here (cached, or this machine is online)."""
+    from engine import models
+
+    check = getattr(models, "imagenet_weights_available", None)
+    if check is None:
+        from engine import network
+
+        return network.is_online()
+    return bool(check(name, image_size))
