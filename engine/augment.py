@@ -120,9 +120,7 @@ def apply_to_dataset(
     def augment(images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         return augmentation(tf.cast(images, tf.float32), training=True), labels
 
-    return dataset.map(augment, num_parallel_calls=None).prefetch(
-        tf.data.AUTOTUNE
-    )
+    return dataset.map(augment, num_parallel_calls=None).prefetch(tf.data.AUTOTUNE)
 
 
 def preview(image: np.ndarray, config: AugmentConfig, n: int, seed: int = 0) -> np.ndarray:

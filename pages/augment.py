@@ -9,7 +9,13 @@ import streamlit as st
 from engine.config import AugmentConfig
 from engine.errors import UserError
 from ui import data_views, services
-from ui.state import augment_config, data_config, init_state, set_augment_config
+from ui.state import (
+    AUGMENT_CONFIG,
+    augment_config,
+    data_config,
+    init_state,
+    set_augment_config,
+)
 
 init_state()
 SLIDERS = {  # field: (label, largest value, what it does)
@@ -30,6 +36,11 @@ st.caption(
     "These settings go into the next training run (the Train page uses them). They change the "
     "training images only, differently in every epoch; validation and test images stay as they are."
 )
+if st.session_state.get(AUGMENT_CONFIG) is None:
+    st.caption(
+        "They start from the recipe the engine chose for this dataset (photos get flips, zoom, "
+        "shifts and contrast; grey images such as digits get small shifts and no flips)."
+    )
 
 # Widgets open on the saved settings: their values are dropped when the user leaves the page.
 for field, value in dataclasses.asdict(augment_config()).items():
@@ -52,7 +63,7 @@ with flips_column:
     st.button("Turn all off", key="augment_reset", icon=":material/restart_alt:", on_click=reset)
 for number, (field, (label, largest, help)) in enumerate(SLIDERS.items()):
     slider_columns[number % 2].slider(
-        label, 0.0, largest, step=0.05, key=f"augment_{field}", help=help
+        label, 0.0, largest, step=0.01, key=f"augment_{field}", help=help
     )
 augment = AugmentConfig(
     **{

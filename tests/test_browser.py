@@ -150,7 +150,8 @@ def test_whole_flow_in_a_real_browser(server, tmp_path):
 
         page.goto(f"{server}/train")
         page.get_by_role("heading", name="Train").wait_for(timeout=60_000)
-        epochs = page.get_by_label("Epochs", exact=True)
+        page.get_by_text("This run will use").first.wait_for(timeout=60_000)
+        epochs = page.get_by_label("Epochs (0 = fit the time budget)", exact=True)
         epochs.fill("1")
         epochs.press("Enter")
         wait_for_app(page)

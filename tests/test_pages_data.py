@@ -120,8 +120,17 @@ def test_data_page_explains_a_wrong_path(tmp_path):
 
 
 def test_augment_page_saves_settings_and_previews():
+    from engine.data import load_dataset
+    from engine.recipe import recommend
+
     at = page("augment.py").run()
     assert not at.exception
+    # Until the user changes them, the settings are the recipe's: digits get shifts, no flips.
+    chosen = recommend(load_dataset("digits")).config["augment"]
+    assert at.slider(key="augment_translation").value == chosen["translation"] > 0
+    assert at.checkbox(key="augment_horizontal_flip").value is False
+    assert any("recipe" in caption.value for caption in at.caption)
+    at.button(key="augment_reset").click().run()
     assert any("Augmentation is off" in info.value for info in at.info)
     assert len(at.image) == 3 and at.image[0].captions == ["original"]
 
