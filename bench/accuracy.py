@@ -1,7 +1,7 @@
 """Accuracy: the engine's default recipe against three notebook recipes, at an equal training budget.
 
 Every recipe trains for the same wall-clock budget (--budget-minutes, default 15): its epochs are
-fitted to the budget by `engine.training.fit_epochs_to_budget` on this machine, once per dataset
+fitted to the budget by `engine.budget.fit_epochs_to_budget` on this machine, once per dataset
 and recipe (the first seed); the other seeds train the same number of epochs, so their per-epoch
 curves line up. The recipes:
 
@@ -102,11 +102,11 @@ def train_one(job: dict) -> dict:
     import keras
     import numpy as np
 
+    from engine.budget import fit_epochs_to_budget
     from engine.data import load_dataset
     from engine.devices import choose_strategy
     from engine.evaluation import compute_metrics, predict_split
     from engine.trainer import Trainer, with_epochs
-    from engine.training import fit_epochs_to_budget
 
     class TestCurve(keras.callbacks.Callback):
         """Bench only: test accuracy after each epoch, at the training seconds so far."""

@@ -140,6 +140,9 @@ def run_train(args: argparse.Namespace) -> int:
         config, recipe = resolved_config(args)
         for note in recipe.notes:
             print(f"recipe: {note}", file=sys.stderr, flush=True)
+        from engine.recipe import describe
+
+        print(f"using: {describe(config)}", file=sys.stderr, flush=True)
         run_dir = runs.create_run(config, args.runs_dir)
         print(f"run {run_dir.name}: training {config.model.name} on {config.data.spec}", flush=True)
     started = time.monotonic()

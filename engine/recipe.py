@@ -181,6 +181,22 @@ def resolve(
     return RunConfig.from_dict(merge(recipe.config, user or {})), recipe
 
 
+def describe(config: RunConfig) -> str:
+    """One line of what a run will use, for the command line."""
+    augment = [name for name, value in vars(config.augment).items() if value]
+    train = config.train
+    epochs = (
+        f"epochs fitted to {train.time_budget_minutes:g} min"
+        if train.epochs == 0
+        else f"{train.epochs} epochs"
+    )
+    return (
+        f"{config.model.name} at {config.data.image_size or 'auto'} px; augmentation "
+        f"{', '.join(augment) or 'off'}; {train.optimizer} {train.learning_rate:g} "
+        f"{train.schedule}; {epochs}, batch {train.batch_size}"
+    )
+
+
 def default_weights_check(name: str, image_size: int) -> bool:
     """Whether ImageNet weights for name can be had here (cached, or this machine is online)."""
     from engine import models

@@ -28,9 +28,6 @@ from engine.jsonio import write_json
 
 STATUS_INTERVAL_SECONDS = 1.0
 NICENESS = 5
-MAX_BUDGET_EPOCHS = 200  # epochs=0 never fits more epochs than this into the time budget
-MIN_BUDGET_EPOCHS = 3
-CALIBRATION_STEPS = 8  # timed training steps, after 2 untimed ones that trace the graph
 
 
 def train_run(run_dir: Path, echo: TextIO | None = None) -> dict:
@@ -135,6 +132,8 @@ def _train(config: RunConfig, run_dir: Path, cancel_flag: dict, echo: TextIO | N
         write_json(run_dir / "data_manifest.json", dataset.manifest())
     if config.train.epochs == 0:
         runs.update_status(run_dir, phase="measuring speed to fit the time budget")
+        from engine.budget import fit_epochs_to_budget
+
         epochs, estimate = fit_epochs_to_budget(config, dataset, strategy)
         config = with_epochs(config, epochs)
         write_json(run_dir / "config.json", config.to_dict())  # every resolved value, for a rerun
@@ -219,18 +218,23 @@ class _PhaseStatus(keras.callbacks.Callback):
 
 
 def _decode_progress(run_dir: Path, cancel_flag: dict, echo: TextIO | None):
-    last = [0.0]
+    last = [0.0, 0]  # when status was last written, and how many times
     started = time.monotonic()
     tty = bool(echo) and echo.isatty()
 
     def progress(done: int, total: int) -> None:
         now = time.monotonic()
+        if done == total and last[0] < 0:
+            return  # the end was reported already (prepare() reports it again when it opens)
         if now - last[0] > STATUS_INTERVAL_SECONDS or done == total:
             last[0] = now
+            last[1] += 1
             runs.update_status(
                 run_dir, phase=f"decoding images {done}/{total}", decoded=done, to_decode=total
             )
-            if echo and (tty or done == total or now - started > 5):
+            if echo and done == total and now - started < 0.5 and last[1] == 1:
+                print(f"{total} images decoded already (the cache)", file=echo, flush=True)
+            elif echo and (tty or done == total or now - started > 5):
                 rate = done / max(now - started, 1e-9)
                 eta = (total - done) / rate if rate else 0
                 line = f"decoding images {done}/{total}  {rate:.0f}/s  ETA {format_seconds(eta)}"
@@ -240,60 +244,9 @@ def _decode_progress(run_dir: Path, cancel_flag: dict, echo: TextIO | None):
                     file=echo,
                     flush=True,
                 )
+            if done == total:
+                last[0] = -1.0
         if cancel_flag["set"]:
             raise _Cancelled()
 
     return progress
-
-
-def fit_epochs_to_budget(config: RunConfig, dataset, strategy) -> tuple[int, dict]:
-    """The number of epochs that fit train.time_budget_minutes, from a short timed fit here.
-
-    A throwaway copy of the model trains CALIBRATION_STEPS steps on the real pipeline; validation
-    is counted at a third of a training step per image (forward only).
-    """
-    from engine.trainer import FINE_TUNE_STEP_COST, Trainer, with_epochs
-
-    probe = Trainer(with_epochs(config, 1), dataset, strategy)
-    model = probe.build_model()
-    timer = _StepTimer()
-    steps = min(probe.steps_per_epoch, CALIBRATION_STEPS) + 2
-    model.fit(probe.train_data().repeat().take(steps), callbacks=[timer], verbose=0)
-    seconds_per_step = timer.seconds_per_step()
-    del model
-    keras.backend.clear_session()
-    batch = config.train.batch_size
-    train_step_image = seconds_per_step / batch
-    validation_images = len(dataset.indices("validation"))
-    epoch_seconds = (
-        probe.steps_per_epoch * seconds_per_step + validation_images * train_step_image / 3
-    )
-    budget = config.train.time_budget_minutes * 60
-    if probe.two_phase:
-        # Half the epochs at the frozen speed, half at the fine-tuning speed.
-        epoch_seconds *= (1 + FINE_TUNE_STEP_COST) / 2
-    epochs = int(budget // max(epoch_seconds, 1e-9))
-    epochs = max(MIN_BUDGET_EPOCHS, min(MAX_BUDGET_EPOCHS, epochs))
-    estimate = {
-        "images_per_second": round(batch / seconds_per_step, 1),
-        "epoch_seconds": round(epoch_seconds, 2),
-        "budget_seconds": budget,
-        "epochs": epochs,
-    }
-    return epochs, estimate
-
-
-class _StepTimer(keras.callbacks.Callback):
-    """Times training steps after the first two (graph tracing)."""
-
-    def __init__(self):
-        super().__init__()
-        self.times: list[float] = []
-
-    def on_train_batch_end(self, batch, logs=None):
-        self.times.append(time.monotonic())
-
-    def seconds_per_step(self) -> float:
-        if len(self.times) < 3:
-            raise UserError("The speed measurement ran too few steps; set train.epochs instead.")
-        return (self.times[-1] - self.times[1]) / (len(self.times) - 2)

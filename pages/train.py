@@ -71,9 +71,12 @@ except UserError as error:
 
 st.subheader("This run will use")
 if config is not None:
-    rows = train_form.run_summary(
-        config, summary, recipe["notes"] + services.transfer_notes(config.model)
-    )
+    notes = [
+        note
+        for note in recipe["notes"]
+        if config.train.epochs == 0 or not note.startswith("epochs are fitted")
+    ]
+    rows = train_form.run_summary(config, summary, notes + services.transfer_notes(config.model))
     st.table({"setting": [row[0] for row in rows], "value": [row[1] for row in rows]})
 else:
     st.error(config_error)

@@ -15,10 +15,11 @@ import numpy as np
 import pytest
 
 from engine import runs
+from engine.budget import MAX_BUDGET_EPOCHS, MIN_BUDGET_EPOCHS, fit_epochs_to_budget
 from engine.config import RunConfig
 from engine.data import load_dataset
 from engine.jsonio import read_json, read_jsonl
-from engine.training import MAX_BUDGET_EPOCHS, MIN_BUDGET_EPOCHS, fit_epochs_to_budget, train_run
+from engine.training import train_run
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = {"data": {"image_size": 12}, "train": {"batch_size": 64}}
