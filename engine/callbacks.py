@@ -23,6 +23,7 @@ from engine.optim import current_learning_rate
 
 STATUS_INTERVAL_SECONDS = 1.0
 CANCEL_CHECK_SECONDS = 0.25
+LAST_SAVE_SECONDS = 30.0
 
 
 class Cancelled(Exception):
@@ -153,24 +154,36 @@ class EmaValidation(keras.callbacks.Callback):
         self._raw = None  # fit() leaves the averaged weights in the model: keep them
 
 
-class BestWeights(keras.callbacks.Callback):
-    """Remembers the weights of the epoch with the lowest val_loss, in memory."""
+def validation_score(logs: dict | None) -> tuple[float, float] | None:
+    """How good an epoch is on validation: (val_accuracy, -val_loss), higher is better.
 
-    def __init__(self, monitor: str = "val_loss"):
+    Accuracy first: with label smoothing and augmentation, val_loss keeps favouring early,
+    under-confident epochs long after accuracy has moved on, and on a small validation set that
+    picks a model near chance. The loss only breaks ties.
+    """
+    logs = logs or {}
+    if logs.get("val_accuracy") is None or logs.get("val_loss") is None:
+        return None
+    loss = float(logs["val_loss"])
+    return float(logs["val_accuracy"]), -loss if math.isfinite(loss) else -math.inf
+
+
+class BestWeights(keras.callbacks.Callback):
+    """Remembers the weights of the best epoch on validation (validation_score), in memory."""
+
+    def __init__(self):
         super().__init__()
-        self.monitor = monitor
-        self.best = math.inf
+        self.score: tuple[float, float] | None = None
         self.best_epoch = 0
+        self.best_val_loss: float | None = None
         self.weights: list[np.ndarray] | None = None
 
     def on_epoch_end(self, epoch, logs=None):
-        value = (logs or {}).get(self.monitor)
-        if value is not None and float(value) < self.best:
-            self.best, self.best_epoch = float(value), epoch + 1
+        score = validation_score(logs)
+        if score is not None and (self.score is None or score > self.score):
+            self.score, self.best_epoch = score, epoch + 1
+            self.best_val_loss = float(logs["val_loss"])
             self.weights = self.model.get_weights()
-            self.improved = True
-        else:
-            self.improved = False
 
     def restore(self, model: keras.Model) -> bool:
         if self.weights is None:
@@ -258,24 +271,36 @@ class StatusWriter(keras.callbacks.Callback):
 
 
 class Checkpoints(keras.callbacks.Callback):
-    """Saves last.keras every epoch and best.keras when val_loss improves (when there is one)."""
+    """Saves last.keras every epoch and best.keras when the validation score improves."""
 
     def __init__(self, run_dir: Path, select_best: bool):
         super().__init__()
         self.run_dir, self.select_best = Path(run_dir), select_best
-        self.best_val_loss, self.best_epoch, self.epochs_done = math.inf, 0, 0
+        self.score: tuple[float, float] | None = None
+        self.best_epoch, self.epochs_done = 0, 0
+        self.best_val_loss: float | None = None
+        self._last_saved = -math.inf
 
     def on_epoch_end(self, epoch, logs=None):
-        logs = logs or {}
         self.epochs_done = epoch + 1
-        self.save(self.model, "last.keras")
-        val_loss = logs.get("val_loss")
-        if self.select_best and val_loss is not None and float(val_loss) < self.best_val_loss:
-            self.best_val_loss, self.best_epoch = float(val_loss), epoch + 1
+        # On a small dataset saving takes as long as an epoch: last.keras (what a cancelled run
+        # keeps) is refreshed at most every LAST_SAVE_SECONDS, and the worker saves the end.
+        now = time.monotonic()
+        if now - self._last_saved >= LAST_SAVE_SECONDS or epoch + 1 == self.params.get("epochs"):
+            self.save(self.model, "last.keras")
+            self._last_saved = now
+        score = validation_score(logs) if self.select_best else None
+        if score is not None and (self.score is None or score > self.score):
+            self.score, self.best_epoch = score, epoch + 1
+            self.best_val_loss = float(logs["val_loss"])
             self.save(self.model, "best.keras")
-        update = {"epochs_done": self.epochs_done}
-        if self.select_best and self.best_epoch:
-            update |= {"best_epoch": self.best_epoch, "best_val_loss": self.best_val_loss}
+        update: dict = {"epochs_done": self.epochs_done}
+        if self.best_epoch:
+            update |= {
+                "best_epoch": self.best_epoch,
+                "best_val_accuracy": self.score[0],
+                "best_val_loss": self.best_val_loss,
+            }
         runs.update_status(self.run_dir, **update)
 
     def save(self, model: keras.Model, name: str) -> None:

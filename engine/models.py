@@ -205,6 +205,8 @@ def custom_features(x: Any, config: ModelConfig) -> Any:
 def residual_features(x: Any, config: ModelConfig) -> Any:
     """A ResNet-style CNN: strided stem, four stages of one basic residual block, global pooling.
 
+    The stages are `filters` wide, then twice, four and eight times that (32: 32 to 256).
+
     The stem halves photos down to about 32x32 before any residual stage, which is where most of
     the speed comes from on a CPU; each later stage halves the side and doubles the width.
     The last BatchNormalization of each block starts at zero (as in "Bag of Tricks"), so every
@@ -213,14 +215,17 @@ def residual_features(x: Any, config: ModelConfig) -> Any:
     if not 0 <= config.dropout < 1:
         raise UserError(f"The dropout must be at least 0 and below 1, not {config.dropout}.")
     size = x.shape[1]
-    stem_width = RESIDUAL_WIDTHS[0]
+    stem_width = config.filters
     x = _conv_bn_relu(x, stem_width, strides=2 if size > RESIDUAL_WORKING_SIDE else 1, name="stem1")
     size = (size + 1) // 2 if size > RESIDUAL_WORKING_SIDE else size
     stem = 2
     while size > RESIDUAL_WORKING_SIDE:
         x = _conv_bn_relu(x, stem_width, strides=2, name=f"stem{stem}")
         size, stem = (size + 1) // 2, stem + 1
-    for stage, width in enumerate(RESIDUAL_WIDTHS):
+    if config.filters < 1:
+        raise UserError(f"The number of filters must be at least 1, not {config.filters}.")
+    widths = [config.filters * 2**stage for stage in range(len(RESIDUAL_WIDTHS))]
+    for stage, width in enumerate(widths):
         strides = 2 if stage > 0 and size >= 2 else 1
         size = (size + 1) // 2 if strides == 2 else size
         x = _residual_block(x, width, strides, name=f"stage{stage + 1}")

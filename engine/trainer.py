@@ -153,7 +153,14 @@ class Trainer:
                     validation_data=validation_data,
                     initial_epoch=initial_epoch,
                     epochs=epochs,
-                    callbacks=[ema, best, counter, *self.selection_callbacks(), *callbacks],
+                    callbacks=[
+                        ema,
+                        best,
+                        counter,
+                        keras.callbacks.TerminateOnNaN(),  # the safety net: a diverged run stops
+                        *self.selection_callbacks(),
+                        *callbacks,
+                    ],
                     class_weight=class_weight,
                     verbose=0,
                     shuffle=False,  # the pipeline shuffles; Keras would only warn
@@ -186,7 +193,7 @@ class Trainer:
             cancelled=not finished,
             epochs_done=done[0],
             best_epoch=best.best_epoch if self.model_selection else 0,
-            best_val_loss=best.best if self.model_selection and best.best_epoch else None,
+            best_val_loss=best.best_val_loss if self.model_selection else None,
             model_selection=self.model_selection,
             phases=phases,
         )

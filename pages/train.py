@@ -148,7 +148,7 @@ def live_view() -> None:
     elif state == "completed":
         evaluation = services.evaluation(run_dir) or {}
         chosen_by = (
-            f"best epoch {status.get('best_epoch')} by validation loss"
+            f"best epoch {status.get('best_epoch')} by validation accuracy"
             if status.get("model_selection", True) and status.get("best_epoch")
             else "the last epoch's weights (no validation split chose them)"
         )
