@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,10 @@ from engine.config import AugmentConfig, DataConfig
 from engine.data import Dataset, default_cache_root, load_dataset
 from engine.errors import UserError
 from engine.jsonio import atomic_write_bytes, read_json
+
+# TensorFlow's import is not safe from two threads at once (a half-initialised module is seen):
+# the warm-up thread and a page's first Keras import take turns.
+TENSORFLOW_IMPORT = threading.Lock()
 
 
 def config_key(config) -> str:
@@ -124,6 +129,8 @@ def augment_preview(
 def devices() -> dict:
     from engine.devices import describe_devices
 
+    with TENSORFLOW_IMPORT:
+        import tensorflow  # noqa: F401
     return describe_devices()
 
 
@@ -197,7 +204,6 @@ def model_catalog() -> list[dict]:
 def warm_up() -> bool:
     """Import TensorFlow, scikit-learn and Plotly in the background once per server, so the first
     page, preview or prediction does not wait for them. The thread never draws anything."""
-    import threading
 
     def load() -> None:
         # The heavy imports every page needs sooner or later, done before the first click.
@@ -205,8 +211,9 @@ def warm_up() -> bool:
         import sklearn.datasets  # noqa: F401
         import sklearn.metrics  # noqa: F401
 
-        import engine.augment  # noqa: F401  imports TensorFlow and Keras
-        import engine.predict  # noqa: F401
+        with TENSORFLOW_IMPORT:
+            import engine.augment  # noqa: F401  imports TensorFlow and Keras
+            import engine.predict  # noqa: F401
         from engine.devices import describe_devices
 
         describe_devices()  # cached in the engine, so the Home page's call returns at once
@@ -217,7 +224,9 @@ def warm_up() -> bool:
 
 @st.cache_data(max_entries=8, show_spinner="Choosing a recipe for this dataset...")
 def _recipe(key: str) -> dict:
-    from engine.recipe import default_weights_check, recommend
+    with TENSORFLOW_IMPORT:  # the weights check imports Keras
+        import engine.models  # noqa: F401
+        from engine.recipe import default_weights_check, recommend
 
     recipe = recommend(_dataset(key), default_weights_check)
     return {"kind": recipe.kind, "config": recipe.config, "notes": recipe.notes}
