@@ -192,10 +192,9 @@ def evaluate_run(run_dir: Path, split: str = "", top_k: int = 5, tta: bool = Fal
     config = runs.load_config(run_dir)
     dataset = load_dataset(config.data)
     manifest = read_json(run_dir / "data_manifest.json")
-    verify_manifest = getattr(dataset, "verify_manifest", None)
-    if manifest is not None and verify_manifest is not None:
+    if manifest is not None:
         # Raises a UserError when the data changed since training; else pins the run's splits.
-        verify_manifest(manifest)
+        dataset.verify_manifest(manifest)
     dataset.prepare()
     split = split or ("test" if len(dataset.indices("test")) else "validation")
     status = read_json(run_dir / "status.json", {})

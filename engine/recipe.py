@@ -195,11 +195,6 @@ def describe(config: RunConfig) -> str:
 
 def default_weights_check(name: str, image_size: int) -> bool:
     """Whether ImageNet weights for name can be had here (cached, or this machine is online)."""
-    from engine import models
+    from engine.transfer import imagenet_weights_available
 
-    check = getattr(models, "imagenet_weights_available", None)
-    if check is None:
-        from engine import network
-
-        return network.is_online()
-    return bool(check(name, image_size))
+    return bool(imagenet_weights_available(name, image_size))

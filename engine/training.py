@@ -128,8 +128,7 @@ def _train(config: RunConfig, run_dir: Path, cancel_flag: dict, echo: TextIO | N
     dataset = load_dataset(config.data)
     dataset.prepare(progress=_decode_progress(run_dir, cancel_flag, echo))
     write_json(run_dir / "load_report.json", dataset.report())
-    if hasattr(dataset, "manifest"):
-        write_json(run_dir / "data_manifest.json", dataset.manifest())
+    write_json(run_dir / "data_manifest.json", dataset.manifest())
     if config.train.epochs == 0:
         runs.update_status(run_dir, phase="measuring speed to fit the time budget")
         from engine.budget import fit_epochs_to_budget
@@ -145,7 +144,7 @@ def _train(config: RunConfig, run_dir: Path, cancel_flag: dict, echo: TextIO | N
                 file=echo,
                 flush=True,
             )
-    notes = models.transfer_notes(config.model) if hasattr(models, "transfer_notes") else []
+    notes = models.transfer_notes(config.model) if models.is_transfer(config.model.name) else []
     for note in notes:
         if echo:
             print(f"note: {note}", file=echo, flush=True)

@@ -241,8 +241,9 @@ def transfer_notes(model_config) -> list[str]:
     """The engine's sentences about a transfer-learning choice (what trains, what to expect)."""
     from engine import models
 
-    notes = getattr(models, "transfer_notes", None)
-    return list(notes(model_config)) if notes and models.is_transfer(model_config.name) else []
+    return (
+        list(models.transfer_notes(model_config)) if models.is_transfer(model_config.name) else []
+    )
 
 
 def check_config(config) -> None:
@@ -253,9 +254,9 @@ def check_config(config) -> None:
     from engine import models
 
     if models.is_transfer(config.model.name):
-        check = getattr(models, "check_transfer_config", None)
-        if check:
-            check(config.model)
+        from engine.transfer import check_transfer_config
+
+        check_transfer_config(config.model)
 
 
 def lr_find(config, progress) -> dict:
