@@ -24,7 +24,7 @@ from typing import TypeVar
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA_ROOT = PROJECT_ROOT.parent / "shared" / "data"
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"}
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
 T = TypeVar("T")
 

@@ -1,77 +1,42 @@
 """TensorFlow Datasets as a source: encoded images copied once into a blob store, decoded by index.
 
 `load_tfds_source("eurosat/rgb", config, cache_root)` reads each split once with the image feature
-left encoded and keeps the bytes under `cache_root/tfds/<key>/`; later loads open that store without
-touching tfds' data. A dataset that is not downloaded fails at once, with one sentence, when offline.
+left encoded and keeps the bytes under `cache_root/tfds/<key>/` (engine.data.tfds_store); later
+loads open that store without touching tfds' data. A dataset that is not downloaded fails at once,
+with one sentence, when offline; so does a split spec that selects nothing, such as train[50%:10%].
 """
 
 from __future__ import annotations
 
 import difflib
 import hashlib
-import io
 import json
 import os
 import re
-import shutil
-import tempfile
-import threading
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from engine import network
 from engine.config import DataConfig
-from engine.data.images import open_image
-from engine.data.sources import RawSource
+from engine.data.tfds_store import (
+    STORE_FORMAT,
+    Progress,
+    TfdsSource,
+    build_store,
+    encoded,
+    open_store,
+)
 from engine.errors import UserError
 
-Progress = Callable[[int, int], None]  # (done, total)
-STORE_FORMAT = 1
+_encoded = encoded  # its name before the blob store had its own module
 ORIGINS = ("train", "validation", "test")
 DEFAULT_SPLIT_NAMES = {
     "train": ("train",),
     "validation": ("validation", "valid", "val"),
     "test": ("test",),
 }
-
-
-@dataclass
-class TfdsSource(RawSource):
-    """A RawSource whose items are numbers into a blob of encoded images on disk."""
-
-    blob_path: str = ""
-    offsets: np.ndarray = field(default_factory=lambda: np.zeros(1, dtype=np.int64))
-    split_names: list[tuple[str, int, int]] = field(
-        default_factory=list
-    )  # (spec, first, end) in the blob
-    _blob: np.ndarray | None = field(default=None, repr=False)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-    def read(self, index: int, max_pixels: int, draft_size: int = 0) -> Image.Image:
-        """Decode one item to an RGB PIL image; ImageError when its bytes are not a usable image."""
-        entry = self.items[index]
-        data = bytes(self._blob_array()[self.offsets[entry] : self.offsets[entry + 1]])
-        return open_image(data, max_pixels, draft_size=draft_size)
-
-    def name(self, index: int) -> str:
-        return _entry_name(self.split_names, self.items[index])
-
-    def _blob_array(self) -> np.ndarray:
-        with self._lock:
-            if self._blob is None:
-                # A memory map lets the decoding threads read without holding the whole blob in memory.
-                size = os.path.getsize(self.blob_path)
-                self._blob = (
-                    np.memmap(self.blob_path, dtype=np.uint8, mode="r")
-                    if size
-                    else np.zeros(0, np.uint8)
-                )
-            return self._blob
 
 
 def load_tfds_source(
@@ -85,14 +50,17 @@ def load_tfds_source(
         raise UserError(
             "No tfds dataset named; write tfds:NAME, such as tfds:tf_flowers or tfds:eurosat/rgb."
         )
-    data_dir = str(Path(config.data_dir).expanduser()) if config.data_dir.strip() else None
-    builder = _make_builder(tfds, name, data_dir)
-    image_key, label_key = _feature_keys(tfds, builder, name)
     requested = {
         "train": config.train_split.strip(),
         "validation": config.validation_split.strip(),
         "test": config.test_split.strip(),
     }
+    for origin, spec in requested.items():
+        if spec:
+            _check_split(tfds, name, origin, spec, {})
+    data_dir = str(Path(config.data_dir).expanduser()) if config.data_dir.strip() else None
+    builder = _make_builder(tfds, name, data_dir)
+    image_key, label_key = _feature_keys(tfds, builder, name)
     config_name = builder.builder_config.name if builder.builder_config else ""
     key_text = json.dumps(
         [STORE_FORMAT, builder.name, config_name, str(builder.version), requested], sort_keys=True
@@ -100,24 +68,20 @@ def load_tfds_source(
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{name.split(':')[0]}-{builder.version}").strip("_")
     store = Path(cache_root) / "tfds" / f"{safe}-{hashlib.sha1(key_text.encode()).hexdigest()[:12]}"
 
-    source = _open_store(store, name)
+    source = open_store(store, name)
     if source is not None:
         return source
     _ensure_prepared(builder, name, data_dir)
-    splits = _resolve_splits(builder, name, requested)
-    label_feature = builder.info.features[label_key]
-    _build_store(
-        tfds,
-        builder,
-        name,
-        splits,
-        image_key,
-        label_key,
-        list(label_feature.names),
-        store,
-        progress,
-    )
-    source = _open_store(store, name)
+    splits = _resolve_splits(tfds, builder, name, requested)
+    about = {
+        "name": name,
+        "dataset": builder.name,
+        "version": str(builder.version),
+        "class_names": list(builder.info.features[label_key].names),
+    }
+    readers = _open_splits(tfds, builder, name, splits, image_key, label_key)
+    build_store(store, readers, image_key, label_key, about, progress)
+    source = open_store(store, name)
     if source is None:
         raise UserError(
             f"The cache of tfds dataset '{name}' in {store} could not be read back; delete that folder and load again."
@@ -221,13 +185,18 @@ def _ensure_prepared(builder: Any, name: str, data_dir: str | None) -> None:
         ) from None
 
 
-def _resolve_splits(builder: Any, name: str, requested: dict[str, str]) -> list[tuple[str, str]]:
-    """(origin, tfds split spec) pairs: the user's specs, else the dataset's own split names."""
+def _resolve_splits(
+    tfds: Any, builder: Any, name: str, requested: dict[str, str]
+) -> list[tuple[str, str, bool]]:
+    """(origin, tfds split spec, asked for) triples: the user's specs, else the dataset's own."""
     available = list(builder.info.splits.keys())
+    counts = {key: builder.info.splits[key] for key in available}
     splits = []
     for origin in ORIGINS:
         spec = requested[origin]
-        if not spec:
+        if spec:
+            _check_split(tfds, name, origin, spec, counts)
+        else:
             # An empty split list means tfds does not know them (never prepared): assume "train".
             candidates = [
                 n
@@ -236,187 +205,88 @@ def _resolve_splits(builder: Any, name: str, requested: dict[str, str]) -> list[
             ]
             spec = candidates[0] if candidates else ""
         if spec:
-            splits.append((origin, spec))
-    if not any(origin == "train" for origin, _ in splits):
+            splits.append((origin, spec, bool(requested[origin])))
+    if not any(origin == "train" for origin, *_ in splits):
         raise UserError(
             f"The tfds dataset '{name}' has no 'train' split (it has {', '.join(available)}); set the train split, such as {available[0]}[:80%]."
         )
     return splits
 
 
-# ----- the blob store ---------------------------------------------------------------------
-def _build_store(
+def _check_split(tfds: Any, name: str, origin: str, spec: str, counts: dict) -> None:
+    """Refuse a split spec tfds cannot parse or one that selects nothing, such as train[50%:10%].
+
+    counts (split name -> SplitInfo) is known once the dataset is prepared; without it only a
+    slice whose two bounds count from the same end can be judged, and the rest waits for tfds.
+    """
+    where = f"The {origin} split '{spec}' of tfds dataset '{name}'"
+    try:
+        instruction = tfds.core.ReadInstruction.from_spec(spec)
+    except (ValueError, TypeError, AssertionError, NotImplementedError) as error:
+        raise UserError(
+            f"{where} is not valid ({_first_line(error)}); write it like train, train[:80%] or train[80%:]."
+        ) from None
+    pending = [instruction]
+    while pending:
+        part = pending.pop()
+        if hasattr(part, "left"):  # a sum such as train+test
+            pending += [part.left, part.right]
+            continue
+        if not hasattr(part, "split_name"):  # "all"
+            continue
+        first, end, info = part.from_, part.to, counts.get(part.split_name)
+        if info is not None and info.num_examples > 0:
+            try:
+                absolute = part.to_absolute({part.split_name: info})[0]
+            except ValueError as error:
+                raise UserError(
+                    f"{where} is outside its {info.num_examples:,} examples ({_first_line(error)}); write a slice within it, such as {part.split_name}[:80%]."
+                ) from None
+            first = absolute.from_ or 0
+            end = info.num_examples if absolute.to is None else absolute.to
+            empty = end <= first
+        else:
+            empty = first is not None and end is not None and (first < 0) == (end < 0)
+            empty = empty and first >= end
+        if empty:
+            raise UserError(
+                f"{where} selects no examples: its slice starts at or after its end; write the start first, such as {part.split_name}[:80%] or {part.split_name}[80%:]."
+            )
+
+
+def _open_splits(
     tfds: Any,
     builder: Any,
     name: str,
-    splits: list[tuple[str, str]],
+    splits: list[tuple[str, str, bool]],
     image_key: str,
     label_key: str,
-    class_names: list[str],
-    store: Path,
-    progress: Progress | None,
-) -> None:
-    """Copy each split's encoded images into a staging folder, then rename it into place."""
-    readers = []
+) -> list[tuple[str, str, Any, int]]:
+    """(origin, spec, examples, expected count) per split, the images left encoded."""
     decoders = tfds.decode.PartialDecoding(
         {image_key: True, label_key: True}, decoders={image_key: tfds.decode.SkipDecoding()}
     )
-    for origin, spec in splits:
+    readers = []
+    for origin, spec, asked in splits:
+        where = f"The {origin} split '{spec}' of tfds dataset '{name}'"
         try:
             dataset = builder.as_dataset(split=spec, decoders=decoders, shuffle_files=False)
         except (ValueError, AssertionError, KeyError, TypeError) as error:
             available = ", ".join(builder.info.splits.keys()) or "unknown"
             raise UserError(
-                f"The {origin} split '{spec}' of tfds dataset '{name}' is not valid ({_first_line(error)}); its splits are {available}, written like train[:80%]."
+                f"{where} is not valid ({_first_line(error)}); its splits are {available}, written like train[:80%]."
             ) from None
         cardinality = int(dataset.cardinality())
-        readers.append((origin, spec, dataset, max(cardinality, 0)))
-    total = sum(count for *_, count in readers)
-
-    store.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=store.parent, prefix=f".{store.name}."))
-    try:
-        offsets, labels, headers, split_meta, modes = [0], [], [], [], ["L", "RGB"]
-        done = 0
-        with open(staging / "images.bin", "wb") as blob:
-            for origin, spec, dataset, _ in readers:
-                first = len(labels)
-                for example in tfds.as_numpy(dataset):
-                    data = _encoded(example[image_key])
-                    blob.write(data)
-                    offsets.append(offsets[-1] + len(data))
-                    labels.append(int(example[label_key]))
-                    headers.append(_header(data, modes))
-                    done += 1
-                    if progress and done % 64 == 0:
-                        progress(done, max(total, done))
-                split_meta.append(
-                    {"origin": origin, "spec": spec, "first": first, "end": len(labels)}
-                )
-        if progress:
-            progress(done, done)
-        np.save(staging / "offsets.npy", np.array(offsets, dtype=np.int64))
-        np.save(staging / "labels.npy", np.array(labels, dtype=np.int64))
-        np.save(staging / "headers.npy", np.array(headers, dtype=np.int64).reshape(-1, 3))
-        meta = {
-            "format": STORE_FORMAT,
-            "name": name,
-            "dataset": builder.name,
-            "version": str(builder.version),
-            "class_names": class_names,
-            "splits": split_meta,
-            "count": len(labels),
-            "modes": modes,
-            "bytes": offsets[-1],
-            "image_key": image_key,
-            "label_key": label_key,
-        }
-        (staging / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-        if store.exists():
-            shutil.rmtree(store)  # an unreadable store from before; _open_store refused it
-        try:
-            os.replace(staging, store)
-        except OSError:
-            if not (store / "meta.json").is_file():  # not a concurrent build that finished first
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        if cardinality == 0 and (asked or origin == "train"):
+            raise UserError(
+                f"{where} selects no examples; choose a split or slice that holds some, such as {spec.split('[')[0]}[:80%]."
+            )
+        if cardinality != 0:  # an empty split the dataset offers is as good as none
+            readers.append((origin, spec, tfds.as_numpy(dataset), max(cardinality, 0)))
+    return readers
 
 
-def _open_store(store: Path, name: str) -> TfdsSource | None:
-    """The source from a complete blob store, or None when there is none or it is damaged."""
-    try:
-        meta = json.loads((store / "meta.json").read_text(encoding="utf-8"))
-        offsets = np.load(store / "offsets.npy", allow_pickle=False)
-        labels = np.load(store / "labels.npy", allow_pickle=False)
-        headers = np.load(store / "headers.npy", allow_pickle=False)
-        blob_size = (store / "images.bin").stat().st_size
-    except (OSError, ValueError):
-        return None
-    count = int(meta.get("count", -1))
-    if (
-        meta.get("format") != STORE_FORMAT
-        or len(offsets) != count + 1
-        or len(labels) != count
-        or len(headers) != count
-        or int(offsets[-1]) != blob_size
-    ):
-        return None
-    modes = meta["modes"]
-    valid = np.flatnonzero(headers[:, 2] >= 0)
-    origins = np.empty(count, dtype=object)
-    split_names = []
-    for split in meta["splits"]:
-        origins[split["first"] : split["end"]] = split["origin"]
-        split_names.append((split["spec"], split["first"], split["end"]))
-    skipped = [
-        {"file": _entry_name(split_names, int(i)), "reason": "not an image Pillow can read"}
-        for i in np.flatnonzero(headers[:, 2] < 0)
-    ]
-    fingerprint = hashlib.sha1(
-        json.dumps(
-            [
-                meta["dataset"],
-                meta["name"],
-                meta["version"],
-                [s["spec"] for s in meta["splits"]],
-                [s["end"] - s["first"] for s in meta["splits"]],
-                count,
-                blob_size,
-            ]
-        ).encode()
-    ).hexdigest()
-    return TfdsSource(
-        kind="tfds",
-        spec=f"tfds:{name}",
-        class_names=list(meta["class_names"]),
-        items=valid.tolist(),
-        labels=labels[valid].astype(np.int64),
-        origins=origins[valid].astype(str),
-        fingerprint=fingerprint,
-        skipped=skipped,
-        headers=[(int(w), int(h), modes[m]) for w, h, m in headers[valid]],
-        root=str(store),
-        blob_path=str(store / "images.bin"),
-        offsets=offsets,
-        split_names=split_names,
-    )
-
-
-def _encoded(value: Any) -> bytes:
-    """Encoded image bytes; an already decoded uint8 array (mock data) becomes a lossless PNG."""
-    if isinstance(value, bytes):
-        return value
-    array = np.asarray(value)
-    if array.dtype.kind in "SO" and array.ndim == 0:
-        return bytes(array.item())
-    array = array.astype(np.uint8)
-    if array.ndim == 3 and array.shape[-1] == 1:
-        array = array[..., 0]
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def _header(data: bytes, modes: list[str]) -> tuple[int, int, int]:
-    """Width, height and mode number from the image header; mode -1 when Pillow cannot read it."""
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            width, height, mode = image.size[0], image.size[1], image.mode
-    except Exception:  # any failure here is an unusable image, reported in the load report
-        return 0, 0, -1
-    if mode not in modes:
-        modes.append(mode)
-    return width, height, modes.index(mode)
-
-
-def _entry_name(split_names: list[tuple[str, int, int]], entry: int) -> str:
-    for spec, first, end in split_names:
-        if first <= entry < end:
-            return f"{spec} #{entry - first}"
-    return f"#{entry}"
-
-
+# ----- messages ------------------------------------------------------------------------
 def _first_line(error: BaseException) -> str:
     """The first line of an error, without tfds' 'Failed to construct dataset ...:' preamble."""
     lines = str(error).strip().splitlines()
