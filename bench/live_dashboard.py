@@ -21,7 +21,7 @@ from pathlib import Path
 PROJECT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT))
 
-from engine import runs  # noqa: E402
+from engine import processes, runs  # noqa: E402
 from tests.test_browser import CHROMIUM, FLAGS, streamlit_server, wait_for_app  # noqa: E402
 
 
@@ -111,7 +111,7 @@ def main() -> None:
             pid = runs.read_status(run_dir)["pid"]
             started = time.monotonic()
             page.get_by_role("button", name="Cancel run").click()
-            while runs.process_alive(pid) and time.monotonic() - started < 60:
+            while processes.process_alive(pid) and time.monotonic() - started < 60:
                 time.sleep(0.05)
             result["cancel_to_process_end_seconds"] = round(time.monotonic() - started, 2)
             result["final_state"] = runs.read_status(run_dir)["state"]

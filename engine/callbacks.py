@@ -241,5 +241,9 @@ class Checkpoints(keras.callbacks.Callback):
     def save(self, model: keras.Model, name: str) -> None:
         """Save a model atomically: a temporary .keras file renamed over the old one."""
         temporary = self.run_dir / f".{name}.tmp.keras"
-        model.save(temporary)
-        os.replace(temporary, self.run_dir / name)
+        try:
+            model.save(temporary)
+            os.replace(temporary, self.run_dir / name)
+        except BaseException:  # a full disk, a cancel: no half-written model is left behind
+            temporary.unlink(missing_ok=True)
+            raise

@@ -1,19 +1,25 @@
 """Evaluation of a run's model: metrics from scikit-learn, errors and confusions, as data.
 
 Computed once and stored in the run directory (`evaluation.json`, `predictions.npz`), so the
-dashboard only reads; figures are drawn elsewhere (ui/), never here.
+dashboard only reads; figures are drawn elsewhere (ui/), never here. Gallery items carry the item's
+id (as in the run's data_manifest.json), and `gallery_images` finds their pictures by that id.
 """
 
 from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from sklearn import metrics
 
 from engine import runs
-from engine.jsonio import atomic_write_bytes, read_json, write_json
+from engine.jsonio import atomic_write_bytes, read_json_object, write_json
+
+if TYPE_CHECKING:
+    from engine.data.dataset import Dataset
+    from engine.data.items import ItemImage
 
 GALLERY_SIZE = 48
 
@@ -111,7 +117,11 @@ def error_analysis(
     indices: np.ndarray,
     limit: int = GALLERY_SIZE,
 ) -> dict:
-    """Misclassified items, the highest-loss items and the most-confused class pairs."""
+    """Misclassified items, the highest-loss items and the most-confused class pairs.
+
+    names are the items' ids (Dataset.item_ids); each gallery item keeps its id, by which
+    `gallery_images` finds it later, and its item number at evaluation time as "index".
+    """
     labels = np.asarray(labels, dtype=np.int64)
     predicted = probabilities.argmax(axis=1)
     true_probability = probabilities[np.arange(len(labels)), labels]
@@ -119,6 +129,7 @@ def error_analysis(
 
     def item(position: int) -> dict:
         return {
+            "id": names[position],
             "index": int(indices[position]),
             "name": names[position],
             "true": class_names[labels[position]],
@@ -157,6 +168,17 @@ def error_analysis(
     }
 
 
+def gallery_images(dataset: Dataset, items: list[dict], size: int = 96) -> list[ItemImage]:
+    """The picture of each gallery item (ItemImage), found by its stored id, never by position.
+
+    Evaluations written before items had an "id" name the item by its id under "name". An item
+    removed from the data since, or one that cannot be decoded, has a sentence instead of an image.
+    """
+    return dataset.images_by_id(
+        [str(item.get("id") or item.get("name", "")) for item in items], size
+    )
+
+
 def predict_split(
     model, dataset, split: str, batch_size: int = 64, tta: bool = False
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -191,13 +213,13 @@ def evaluate_run(run_dir: Path, split: str = "", top_k: int = 5, tta: bool = Fal
     run_dir = Path(run_dir)
     config = runs.load_config(run_dir)
     dataset = load_dataset(config.data)
-    manifest = read_json(run_dir / "data_manifest.json")
+    manifest = read_json_object(run_dir / "data_manifest.json")
     if manifest is not None:
         # Raises a UserError when the data changed since training; else pins the run's splits.
         dataset.verify_manifest(manifest)
     dataset.prepare()
     split = split or ("test" if len(dataset.indices("test")) else "validation")
-    status = read_json(run_dir / "status.json", {})
+    status = read_json_object(run_dir / "status.json") or {}
     model_file = run_model_path(run_dir)
     model = load_model(model_file)
     indices, labels, probabilities = predict_split(model, dataset, split, tta=tta)

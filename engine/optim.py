@@ -10,13 +10,11 @@ import math
 
 import keras
 
-from engine.config import TrainConfig
+from engine.config import OPTIMIZERS, SCHEDULES, TrainConfig
 from engine.errors import UserError
 
 # Every model ends in a float32 softmax, so losses take probabilities, never logits.
 LOSS_FROM_LOGITS = False
-OPTIMIZERS = ("adamw", "adam", "sgd", "rmsprop")
-SCHEDULES = ("warmup_cosine", "cosine", "constant", "plateau")
 
 
 def learning_rate_schedule(

@@ -10,7 +10,7 @@ import numpy as np
 from engine import runs
 from engine.data.images import ImageError, load_resized
 from engine.errors import UserError
-from engine.jsonio import read_json
+from engine.jsonio import read_json_object
 
 
 def load_model(model_file: str | os.PathLike):
@@ -42,7 +42,7 @@ def run_model_path(run_dir: str | os.PathLike) -> Path:
     nothing to pick a best epoch with, so its last model is the one it trained.
     """
     run_dir = Path(run_dir)
-    status = read_json(run_dir / "status.json", {}) or {}
+    status = read_json_object(run_dir / "status.json") or {}
     which = "last" if status.get("model_selection") is False else "best"
     return runs.model_path(run_dir, which)
 
@@ -58,7 +58,7 @@ class Predictor:
     def __init__(self, run_dir: str | os.PathLike, model=None):
         self.run_dir = Path(run_dir)
         self.config = runs.load_config(self.run_dir)
-        report = read_json(self.run_dir / "load_report.json") or {}
+        report = read_json_object(self.run_dir / "load_report.json") or {}
         self.class_names: list[str] = report.get("class_names") or []
         self.image_size: int = int(report.get("image_size") or self.config.data.image_size)
         if not self.class_names or not self.image_size:
@@ -79,10 +79,14 @@ class Predictor:
         top_k: int = 5,
         batch_size: int = 64,
         tta: bool = False,
+        with_images: bool = False,
     ) -> list[dict]:
         """For each (name, path or bytes): {"file", "top_k": [{"label", "probability"}]} or {"file", "error"}.
 
-        With tta, probabilities are the mean over the image and its horizontal flip.
+        With tta, probabilities are the mean over the image and its horizontal flip. With
+        with_images, each usable file also gets "image": the uint8 RGB array the model saw, to
+        show instead of the uploaded bytes (a browser cannot draw a 16-bit PNG or a TIFF).
+        A file that is not a usable image gets its reason and never stops the others.
         """
         results: list[dict] = [{"file": name} for name, _ in sources]
         images, positions = [], []
@@ -94,6 +98,9 @@ class Predictor:
                 results[position]["error"] = f"not usable as an image: {error}"
             except OSError as error:
                 results[position]["error"] = f"cannot be read: {error.strerror or error}"
+        if with_images:
+            for position, image in zip(positions, images, strict=True):
+                results[position]["image"] = image.astype(np.uint8)
         if images:
             probabilities = self.probabilities(np.stack(images), batch_size, tta)
             k = max(1, min(top_k, len(self.class_names)))

@@ -7,8 +7,10 @@ dashboard, the tests). Every JSON file is written atomically; history is appende
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,12 +20,22 @@ from pathlib import Path
 
 from engine.config import RunConfig
 from engine.errors import UserError
-from engine.jsonio import read_json, read_jsonl, write_json
+from engine.jsonio import (
+    DamagedFile,
+    json_object_damage,
+    parse_json_object,
+    read_json_object,
+    read_jsonl,
+    write_json,
+)
+from engine.processes import is_run_process, process_start_time, valid_pid
 
 ACTIVE_STATES = ("queued", "running")
 FINAL_STATES = ("completed", "failed", "cancelled")
 CANCEL_FILE = "cancel"
-PID_FILE = "pid"  # written by whoever launched the training process, before it says anything itself
+PID_FILE = "pid"  # {"pid", "pid_start_time"} of the training process, written by its launcher
+RESULT_FILES = ("load_report.json", "evaluation.json")  # listed as damaged when unreadable
+DISK_FULL_BYTES = 2**20  # less free space than this in a run folder reads as a full disk
 
 
 def default_runs_dir() -> Path:
@@ -61,6 +73,9 @@ def create_run(config: RunConfig, runs_dir: Path | None = None) -> Path:
 
 def launch_run(config: RunConfig, runs_dir: Path | None = None) -> Path:
     """Create a run and start its training process in the background; returns the run directory."""
+    from engine.run_queue import check_room  # a full queue is refused before a folder is made
+
+    check_room(Path(runs_dir) if runs_dir else default_runs_dir())
     run_dir = create_run(config, runs_dir).resolve()
     project_root = str(Path(__file__).resolve().parent.parent)
     environment = dict(os.environ)
@@ -69,19 +84,28 @@ def launch_run(config: RunConfig, runs_dir: Path | None = None) -> Path:
     )
     with open(run_dir / "log.txt", "ab") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "engine", "train", "--run-dir", str(run_dir)],
+            [sys.executable, "-m", "engine.training", str(run_dir)],
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             env=environment,
             start_new_session=True,  # closing the dashboard or its tab must not stop the run
         )
-    (run_dir / PID_FILE).write_text(str(process.pid))
+    write_json(
+        run_dir / PID_FILE,
+        {"pid": process.pid, "pid_start_time": process_start_time(process.pid)},
+    )
     return run_dir
 
 
 def load_config(run_dir: Path) -> RunConfig:
-    value = read_json(Path(run_dir) / "config.json")
+    run_dir = Path(run_dir)
+    try:
+        value = read_json_object(run_dir / "config.json")
+    except DamagedFile as error:
+        raise UserError(
+            f"Run {run_dir.name} cannot be used: {error.reason}; train it again or delete its folder."
+        ) from None
     if value is None:
         raise UserError(
             f"{run_dir} is not a run directory (it has no config.json); pick a folder under runs/."
@@ -92,67 +116,112 @@ def load_config(run_dir: Path) -> RunConfig:
 def update_status(run_dir: Path, **changes) -> dict:
     """Merge changes into status.json (only the training process writes it)."""
     path = Path(run_dir) / "status.json"
-    status = read_json(path, {}) | changes
+    try:
+        status = read_json_object(path) or {}
+    except DamagedFile:
+        status = {}  # the writer's own fields replace a damaged file
+    status |= changes
     write_json(path, status)
     return status
 
 
-def process_alive(pid: int | None) -> bool:
-    """True while a process with this pid runs (a zombie counts as ended)."""
-    if not pid:
-        return False
+def _read_pid_file(run_dir: Path) -> dict:
+    """{"pid", "pid_start_time"} from the pid file ({} without one); DamagedFile when unusable."""
+    path = run_dir / PID_FILE
     try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
+        data = path.read_bytes()[:4096]
+    except FileNotFoundError:
+        return {}
+    except OSError as error:
+        raise DamagedFile(path, f"the pid file cannot be read ({error.strerror})") from None
+    if data.strip().isdigit():  # the plain number earlier versions wrote
+        value = {"pid": int(data.strip())}
+    else:
+        value = parse_json_object(data, path)
+    if valid_pid(value.get("pid")) is None:
+        raise DamagedFile(path, f"the pid file names no process ({str(value.get('pid'))[:20]})")
+    return {key: value[key] for key in ("pid", "pid_start_time") if key in value}
+
+
+def _config_damage(run_dir: Path) -> tuple[dict, str | None]:
+    """(config.json's object, or {} when damaged, and why it is damaged)."""
     try:
-        with open(f"/proc/{int(pid)}/stat", encoding="ascii") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
+        config = read_json_object(run_dir / "config.json") or {}
+    except DamagedFile as error:
+        return {}, error.reason
+    for name, section in config.items():
+        if not isinstance(section, dict):
+            return {}, f"config.json's section {str(name)[:40]!r} is not a JSON object"
+    return config, None
+
+
+def _disk_full(folder: Path) -> bool:
+    try:
+        return shutil.disk_usage(folder).free < DISK_FULL_BYTES
+    except OSError:
+        return False
 
 
 def read_status(run_dir: Path) -> dict:
-    """status.json, with a run whose process died without saying so shown as failed."""
+    """status.json, with a run whose process died without saying so, or that is damaged (its
+    status, config or pid file cannot be read), shown as failed with the reason."""
     run_dir = Path(run_dir)
-    status = read_json(
-        run_dir / "status.json", {"state": "failed", "error": "status.json is missing"}
-    )
-    if not status.get("pid") and (run_dir / PID_FILE).is_file():
-        status["pid"] = int((run_dir / PID_FILE).read_text().strip() or 0)
-    if (
-        status.get("state") in ACTIVE_STATES
-        and status.get("pid")
-        and not process_alive(status.get("pid"))
-    ):
+    damage = []
+    try:
+        status = read_json_object(run_dir / "status.json")
+    except DamagedFile as error:
+        status, damage = {}, [error.reason]
+    if status is not None:
+        status.pop("damaged", None)  # only this function says so
+    else:
+        status = {"state": "failed", "error": "status.json is missing"}
+    if "pid" not in status:
+        try:
+            status |= _read_pid_file(run_dir)
+        except DamagedFile as error:
+            damage.append(error.reason)
+    state = status.get("state")
+    if not damage and state not in (*ACTIVE_STATES, *FINAL_STATES):
+        damage.append(f"status.json names no known state ({str(state)[:40]!r})")
+    damage.append(_config_damage(run_dir)[1])
+    damaged = "; ".join(filter(None, damage))
+    if damaged:
         status = status | {
             "state": "failed",
-            "error": f"The training process (pid {status.get('pid')}) ended without reporting; it was killed or the machine stopped.",
+            "damaged": damaged,
+            "error": f"Run {run_dir.name} is damaged: {damaged}; train it again or delete its folder.",
+        }
+    elif state in ACTIVE_STATES and "pid" in status and not is_run_process(status):
+        why = f" because the disk is full at {run_dir}" if _disk_full(run_dir) else ""
+        status = status | {
+            "state": "failed",
+            "error": f"The training process (pid {str(status.get('pid'))[:20]}) ended without "
+            f"reporting{why}; it was killed or the machine stopped.",
         }
     status.setdefault("run_id", run_dir.name)
     return status
 
 
 def read_history(run_dir: Path) -> tuple[list[dict], list[dict]]:
-    """(epoch rows, in-epoch step rows) from history.jsonl."""
+    """(epoch rows, in-epoch step rows) from history.jsonl; lines that are not objects are left out."""
     rows = read_jsonl(Path(run_dir) / "history.jsonl")
     return [r for r in rows if "step" not in r], [r for r in rows if "step" in r]
 
 
 def request_cancel(run_dir: Path) -> dict:
-    """Ask a run to stop at its next batch: a cancel file, and SIGTERM to its process."""
+    """Ask a run to stop at its next batch: a cancel file, and SIGTERM to its own process only."""
     run_dir = Path(run_dir)
+    if not (run_dir / "config.json").is_file():
+        raise UserError(
+            f"{run_dir} is not a run directory (it has no config.json); pick a folder under runs/."
+        )
     (run_dir / CANCEL_FILE).write_text(now_iso())
     status = read_status(run_dir)
-    if (
-        status.get("state") in ACTIVE_STATES
-        and status.get("pid")
-        and process_alive(status.get("pid"))
-    ):
+    # A pid from the run folder is only trusted once /proc proves it is this run's trainer: after a
+    # kill -9 or a reboot the number may belong to any process, and -1 would mean all of them.
+    if status.get("state") in ACTIVE_STATES and is_run_process(status):
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(int(status["pid"]), signal.SIGTERM)
+            os.kill(status["pid"], signal.SIGTERM)
     return status
 
 
@@ -174,34 +243,56 @@ def model_path(run_dir: Path, which: str = "best") -> Path:
 def headline(status: dict) -> dict:
     """{"accuracy", "accuracy_split"} of a status; runs evaluated before the split was recorded
     stored `test_accuracy` and no split, and their split stays unknown (None)."""
-    if status.get("accuracy") is not None:
-        return {"accuracy": status["accuracy"], "accuracy_split": status.get("accuracy_split")}
-    return {"accuracy": status.get("test_accuracy"), "accuracy_split": None}
+    split = status.get("accuracy_split")
+    if _number(status.get("accuracy")) is not None:
+        return {
+            "accuracy": status["accuracy"],
+            "accuracy_split": split if isinstance(split, str) else None,
+        }
+    return {"accuracy": _number(status.get("test_accuracy")), "accuracy_split": None}
+
+
+def _number(value) -> float | int | None:
+    """A finite number from a status field, else None (a hand-edited or foreign status.json)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return value
+    return None
 
 
 def list_runs(runs_dir: Path | None = None) -> list[dict]:
-    """Every run with its status, config and headline metrics, newest first."""
+    """Every run with its status, config and headline metrics, newest first; a run with a file
+    that cannot be read is listed with "damaged" naming it (None for a sound run)."""
     runs_dir = Path(runs_dir) if runs_dir else default_runs_dir()
     if not runs_dir.is_dir():
         return []
-    result = []
-    for run_dir in runs_dir.iterdir():
-        if not (run_dir / "config.json").is_file():
-            continue
-        status = read_status(run_dir)
-        result.append(
-            {
-                "run_id": run_dir.name,
-                "path": str(run_dir),
-                "state": status.get("state"),
-                "created_at": status.get("created_at"),
-                "status": status,
-                "config": read_json(run_dir / "config.json", {}),
-                **headline(status),
-                "macro_f1": status.get("macro_f1"),
-            }
-        )
+    result = [describe_run(run_dir) for run_dir in runs_dir.iterdir() if _is_run(run_dir)]
     return sorted(result, key=lambda r: (r["created_at"] or "", r["run_id"]), reverse=True)
+
+
+def _is_run(run_dir: Path) -> bool:
+    try:
+        return (run_dir / "config.json").is_file()
+    except OSError:  # a folder this user may not read: listed, with the reason, as damaged
+        return run_dir.is_dir()
+
+
+def describe_run(run_dir: Path) -> dict:
+    """One run as list_runs gives it."""
+    run_dir = Path(run_dir)
+    status = read_status(run_dir)
+    created_at = status.get("created_at")
+    damage = [status.get("damaged"), *(json_object_damage(run_dir / name) for name in RESULT_FILES)]
+    return {
+        "run_id": run_dir.name,
+        "path": str(run_dir),
+        "state": status["state"],
+        "created_at": created_at if isinstance(created_at, str) else None,
+        "status": status,
+        "config": _config_damage(run_dir)[0],
+        **headline(status),
+        "macro_f1": _number(status.get("macro_f1")),
+        "damaged": "; ".join(filter(None, damage)) or None,
+    }
 
 
 def wait_for(run_dir: Path, states: tuple[str, ...] = FINAL_STATES, timeout: float = 600.0) -> dict:

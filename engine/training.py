@@ -1,33 +1,33 @@
-"""The training worker: the process concerns of one run, around engine.trainer.Trainer.
+"""The training worker: the process concerns of one run (priority, signals, its turn, its end).
 
-`train_run(run_dir)` is what `python -m engine train` runs in its own process. It lowers its
-priority, turns SIGTERM/SIGINT into a cancel, waits its turn behind other runs (a lock file in the
-runs folder), loads the data, fits epochs=0 to the time budget, hands the Trainer the callbacks
-that write history, status and checkpoints into the run folder, and evaluates at the end.
+`train_run(run_dir)` is what `python -m engine.training RUN_DIR` (started by engine.runs.launch_run)
+and `python -m engine train` run in their own process. It lowers its priority, turns SIGTERM/SIGINT
+into a cancel, waits its turn behind other runs (engine.run_queue), and only then imports
+TensorFlow: engine.fit_run loads the data, fits epochs=0 to the time budget and trains with the
+callbacks that write into the run folder. The worker evaluates at the end and writes the final
+status, also on a full disk. Until its turn comes, nothing here imports TensorFlow or Keras.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
+import errno
 import os
 import signal
-import time
+import sys
 import traceback
 from pathlib import Path
 from typing import TextIO
 
-import keras
-
-from engine import runs
-from engine.callbacks import Cancelled as _Cancelled
-from engine.callbacks import format_seconds
+from engine import processes, runs
 from engine.config import RunConfig
 from engine.errors import UserError
-from engine.jsonio import write_json
+from engine.jsonio import DamagedFile, dumps, overwrite_json_in_place, read_json_object
+from engine.run_queue import wait_for_turn
 
-STATUS_INTERVAL_SECONDS = 1.0
 NICENESS = 5
+# What a final status keeps when a full disk leaves room only to rewrite status.json in place.
+FINAL_KEYS = ("run_id", "state", "created_at", "ended_at", "error", "pid", "pid_start_time")
 
 
 def train_run(run_dir: Path, echo: TextIO | None = None) -> dict:
@@ -38,22 +38,31 @@ def train_run(run_dir: Path, echo: TextIO | None = None) -> dict:
     # machine responsive while costing the run almost nothing.
     with contextlib.suppress(OSError):
         os.nice(NICENESS)
-    runs.update_status(
-        run_dir, pid=os.getpid(), state="queued", phase="waiting for other runs to finish"
-    )
     cancel_flag = {"set": False}
 
     def on_signal(signum, frame):
         cancel_flag["set"] = True
-        (run_dir / runs.CANCEL_FILE).touch()
+        with contextlib.suppress(OSError):
+            (run_dir / runs.CANCEL_FILE).touch()
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    lock = _wait_for_turn(run_dir, cancel_flag)
+    lock = None
     try:
+        # The start time beside the pid lets a cancel prove this process is the run's trainer.
+        runs.update_status(
+            run_dir,
+            pid=os.getpid(),
+            pid_start_time=processes.process_start_time(os.getpid()),
+            state="queued",
+            phase="waiting for other runs to finish",
+        )
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+        lock = wait_for_turn(run_dir, lambda: cancel_flag["set"] or runs.cancel_requested(run_dir))
         if lock is None:
-            raise _Cancelled()
-        runs.update_status(run_dir, state="running", started_at=runs.now_iso(), phase="starting")
+            return _end(run_dir, state="cancelled", ended_at=runs.now_iso(), phase="cancelled")
+        runs.update_status(
+            run_dir, state="running", started_at=runs.now_iso(), phase="starting TensorFlow"
+        )
         result = _train(config, run_dir, cancel_flag, echo)
         state = "cancelled" if result.get("cancelled") else "completed"
         if state == "completed":
@@ -68,21 +77,17 @@ def train_run(run_dir: Path, echo: TextIO | None = None) -> dict:
                     file=echo,
                     flush=True,
                 )
-        return runs.update_status(
-            run_dir, state=state, ended_at=runs.now_iso(), phase=state, **result
-        )
-    except _Cancelled:
-        return runs.update_status(
-            run_dir, state="cancelled", ended_at=runs.now_iso(), phase="cancelled"
-        )
+        return _end(run_dir, state=state, ended_at=runs.now_iso(), phase=state, **result)
     except UserError as error:
-        return runs.update_status(
-            run_dir, state="failed", ended_at=runs.now_iso(), error=str(error)
-        )
-    except Exception as error:  # anything else is a bug: keep its traceback beside the run
-        (run_dir / "error.log").write_text(traceback.format_exc())
+        return _end(run_dir, state="failed", ended_at=runs.now_iso(), error=str(error))
+    except Exception as error:
+        if (full := disk_full_error(error)) is not None:
+            return _end(run_dir, **_disk_full_status(run_dir, full))
+        # Anything else is a bug: keep its traceback beside the run.
+        with contextlib.suppress(OSError):
+            (run_dir / "error.log").write_text(traceback.format_exc())
         message = f"{type(error).__name__}: {error}".strip()
-        return runs.update_status(
+        return _end(
             run_dir,
             state="failed",
             ended_at=runs.now_iso(),
@@ -93,159 +98,77 @@ def train_run(run_dir: Path, echo: TextIO | None = None) -> dict:
             lock.close()
 
 
-def _wait_for_turn(run_dir: Path, cancel_flag: dict):
-    """Hold the runs folder's training lock, so runs train one after another; None if cancelled."""
-    handle = open(run_dir.parent / ".training.lock", "w")  # noqa: SIM115  held until the run ends
-    while True:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return handle
-        except BlockingIOError:
-            if cancel_flag["set"] or runs.cancel_requested(run_dir):
-                handle.close()
-                return None
-            time.sleep(0.5)
+def disk_full_error(error: BaseException | None) -> OSError | None:
+    """The "no space left on device" error in error's chain of causes, if there is one."""
+    for _ in range(16):  # a chain can loop; real ones are short
+        if error is None:
+            return None
+        if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+            return error
+        error = error.__cause__ or error.__context__
+    return None
 
 
-def _train(config: RunConfig, run_dir: Path, cancel_flag: dict, echo: TextIO | None) -> dict:
-    from engine import callbacks as cb
-    from engine import models
-    from engine.data import load_dataset
-    from engine.devices import choose_strategy
-    from engine.trainer import Trainer, with_epochs
-
-    strategy, device = choose_strategy()
-    mixed = config.train.mixed_precision and device["gpus"] > 0
-    keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
-    runs.update_status(
-        run_dir,
-        device=device["device"],
-        strategy=device["strategy"],
-        replicas=device["replicas"],
-        mixed_precision=mixed,
-        phase="indexing data",
-    )
-    dataset = load_dataset(config.data)
-    dataset.prepare(progress=_decode_progress(run_dir, cancel_flag, echo))
-    write_json(run_dir / "load_report.json", dataset.report())
-    write_json(run_dir / "data_manifest.json", dataset.manifest())
-    if config.train.epochs == 0:
-        runs.update_status(run_dir, phase="measuring speed to fit the time budget")
-        from engine.budget import fit_epochs_to_budget
-
-        epochs, estimate = fit_epochs_to_budget(config, dataset, strategy)
-        config = with_epochs(config, epochs)
-        write_json(run_dir / "config.json", config.to_dict())  # every resolved value, for a rerun
-        runs.update_status(run_dir, budget_estimate=estimate)
-        if echo:
-            print(
-                f"{epochs} epochs fit the {config.train.time_budget_minutes:g}-minute budget "
-                f"(measured {estimate['images_per_second']:.0f} images/s)",
-                file=echo,
-                flush=True,
-            )
-    notes = models.transfer_notes(config.model) if models.is_transfer(config.model.name) else []
-    for note in notes:
-        if echo:
-            print(f"note: {note}", file=echo, flush=True)
-
-    trainer = Trainer(config, dataset, strategy)
-    model = trainer.build_model()
-    runs.update_status(
-        run_dir,
-        phase="training",
-        epochs=config.train.epochs,
-        steps_per_epoch=trainer.steps_per_epoch,
-        train_images=trainer.train_count,
-        parameters=models.count_parameters(model),
-        validation_split=trainer.validation_split,
-        model_selection=trainer.model_selection,
-        notes=notes,
-    )
-    if echo and not trainer.model_selection:
-        print(
-            "note: no validation split, so nothing chooses the model: no early stopping, and the "
-            "last weights are evaluated",
-            file=echo,
-            flush=True,
-        )
-    clock = cb.Clock(trainer.train_count, trainer.steps_per_epoch, config.train.epochs)
-    checkpoints = cb.Checkpoints(run_dir, select_best=trainer.model_selection)
-    callbacks = [
-        clock,
-        cb.CancelOnRequest(lambda: cancel_flag["set"] or runs.cancel_requested(run_dir)),
-        cb.HistoryWriter(run_dir, clock, config.train.history_every_steps),
-        checkpoints,
-        cb.StatusWriter(run_dir, clock),
-        keras.callbacks.TensorBoard(
-            log_dir=str(run_dir / "tensorboard"), write_graph=False, profile_batch=0
-        ),
-        _PhaseStatus(run_dir),
-    ]
-    if echo:
-        callbacks.append(cb.TerminalProgress(clock, echo))
-    result = trainer.fit(callbacks, model)
-    if not result.cancelled:
-        # fit() ends with the averaged (EMA) weights: the final model is what was validated last.
-        checkpoints.save(result.model, "last.keras")
-    if not (run_dir / "best.keras").exists() and not (run_dir / "last.keras").exists():
-        checkpoints.save(result.model, "last.keras")
+def _disk_full_status(run_dir: Path, error: OSError) -> dict:
+    folder = Path(error.filename).parent if error.filename else run_dir
     return {
-        "cancelled": result.cancelled,
-        "best_epoch": result.best_epoch,
-        "best_val_loss": result.best_val_loss,
-        "model_selection": result.model_selection,
-        "epochs_done": result.epochs_done,
-        "phases": result.phases,
-        "train_seconds": round(time.monotonic() - clock.started, 2),
-        "images_per_second": clock.median_images_per_second(),
-        "eta_seconds": 0,
+        "state": "failed",
+        "ended_at": runs.now_iso(),
+        "phase": "failed",
+        "error": f"Training stopped because the disk is full at {folder}; free some space there "
+        "and train the run again.",
     }
 
 
-class _PhaseStatus(keras.callbacks.Callback):
-    """Tells status.json when two-phase training moves on to fine-tuning."""
+def _end(run_dir: Path, **changes) -> dict:
+    """Write the run's final status. On a full disk it says so, rewriting status.json in place
+    when not even a small temporary file fits: a run must never stay "running" after it ended."""
+    try:
+        return runs.update_status(run_dir, **changes)
+    except OSError as error:
+        if (full := disk_full_error(error)) is None:
+            raise
+        path = run_dir / "status.json"
+        try:
+            old = read_json_object(path) or {}
+        except DamagedFile:
+            old = {}
+        status = old | changes | _disk_full_status(run_dir, full)
+        if len(dumps(status)) >= (path.stat().st_size if path.exists() else 0):
+            status = {key: status[key] for key in FINAL_KEYS if key in status}  # fits old blocks
+        with contextlib.suppress(OSError):
+            overwrite_json_in_place(path, status)
+        return status
 
-    def __init__(self, run_dir: Path):
-        super().__init__()
-        self.run_dir = run_dir
 
-    def on_phase(self, name: str, model) -> None:
-        from engine.models import count_parameters
+def _train(config: RunConfig, run_dir: Path, cancel_flag: dict, echo: TextIO | None) -> dict:
+    """What the run does once it holds its turn; the first import of TensorFlow is here."""
+    from engine.devices import quiet_tensorflow_start
 
-        runs.update_status(self.run_dir, phase=name, parameters=count_parameters(model))
+    # A no-op where `python -m engine train` started TensorFlow already (a cluster's worker must).
+    quiet_tensorflow_start(multi_worker=bool(os.environ.get("TF_CONFIG")))
+    from engine.fit_run import fit_run
+
+    return fit_run(config, run_dir, cancel_flag, echo)
 
 
-def _decode_progress(run_dir: Path, cancel_flag: dict, echo: TextIO | None):
-    last = [0.0, 0]  # when status was last written, and how many times
-    started = time.monotonic()
-    tty = bool(echo) and echo.isatty()
+def main(argv: list[str] | None = None) -> int:
+    """`python -m engine.training RUN_DIR`: train a run that engine.runs.launch_run created."""
+    arguments = sys.argv[1:] if argv is None else argv
+    if len(arguments) != 1:
+        print("usage: python -m engine.training RUN_DIR", file=sys.stderr)
+        return 2
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter
+    try:
+        status = train_run(Path(arguments[0]), echo=sys.stderr)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if status.get("error"):
+        print(f"error: {status['error']}", file=sys.stderr)
+    print(f"{arguments[0]}: {status.get('state')}", flush=True)
+    return 0 if status.get("state") == "completed" else 1
 
-    def progress(done: int, total: int) -> None:
-        now = time.monotonic()
-        if done == total and last[0] < 0:
-            return  # the end was reported already (prepare() reports it again when it opens)
-        if now - last[0] > STATUS_INTERVAL_SECONDS or done == total:
-            last[0] = now
-            last[1] += 1
-            runs.update_status(
-                run_dir, phase=f"decoding images {done}/{total}", decoded=done, to_decode=total
-            )
-            if echo and done == total and now - started < 0.5 and last[1] == 1:
-                print(f"{total} images decoded already (the cache)", file=echo, flush=True)
-            elif echo and (tty or done == total or now - started > 5):
-                rate = done / max(now - started, 1e-9)
-                eta = (total - done) / rate if rate else 0
-                line = f"decoding images {done}/{total}  {rate:.0f}/s  ETA {format_seconds(eta)}"
-                print(
-                    ("\r" + line) if tty else line,
-                    end="\n" if done == total or not tty else "",
-                    file=echo,
-                    flush=True,
-                )
-            if done == total:
-                last[0] = -1.0
-        if cancel_flag["set"]:
-            raise _Cancelled()
 
-    return progress
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,67 +1,33 @@
-"""Transfer learning from keras.applications: architectures, ImageNet weights, the base and fine-tuning."""
+"""Transfer learning from keras.applications: the saved layers, the frozen base, its head and fine-tuning.
+
+Which architectures there are lives in engine.registry; which weights they start from in
+engine.imagenet_weights.
+"""
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import keras
 from keras import layers
 
-from engine import network
-from engine.config import ModelConfig
+from engine.config import TRANSFER_MODES, ModelConfig
 from engine.errors import UserError
 
+# Re-exported: the weights' rules were part of this module; make_base looks resolve_weights up here.
+from engine.imagenet_weights import (  # noqa: F401
+    cached_weights_path,
+    imagenet_weights_available,
+    resolve_weights,
+    uses_pretrained_weights,
+)
+from engine.registry import REGISTRY, TRANSFER_MODEL_NAMES, ModelSpec
 
-@dataclass(frozen=True)
-class TransferArchitecture:
-    """How to build one keras.applications base and where Keras caches its ImageNet weights."""
-
-    constructor: Callable[..., keras.Model]
-    preprocess_input: Callable[[Any], Any]
-    weights_file: str  # the no-top weights file in Keras' cache; {rows} is MobileNet's input size
-    fine_tune_from: str  # first layer fine-tuning unfreezes by default: the start of the last stage
-    default_input_size: int = 224
-    min_input_size: int = 32
-
-    def cached_file_name(self, input_size: int) -> str:
-        # Keras falls back to the 224 MobileNet weights for sizes it has no weights for.
-        rows = input_size if input_size in (96, 128, 160, 192, 224) else 224
-        return self.weights_file.format(rows=rows)
-
-
-applications = keras.applications
-TRANSFER_ARCHITECTURES = {
-    "mobilenet_v2": TransferArchitecture(
-        applications.MobileNetV2,
-        applications.mobilenet_v2.preprocess_input,
-        "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_{rows}_no_top.h5",
-        fine_tune_from="block_13_expand",  # the 7x7 stage: blocks 13 to 16 and Conv_1
-    ),
-    "efficientnet_b0": TransferArchitecture(
-        applications.EfficientNetB0,
-        applications.efficientnet.preprocess_input,
-        "efficientnetb0_notop.h5",
-        fine_tune_from="block6a_expand_conv",  # stages 6 and 7 and top_conv
-    ),
-    "resnet50_v2": TransferArchitecture(
-        applications.ResNet50V2,
-        applications.resnet_v2.preprocess_input,
-        "resnet50v2_weights_tf_dim_ordering_tf_kernels_notop.h5",
-        fine_tune_from="conv5_block1_preact_bn",  # the whole conv5 stage
-    ),
-    "vgg16": TransferArchitecture(
-        applications.VGG16,
-        applications.vgg16.preprocess_input,
-        "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
-        fine_tune_from="block5_conv1",  # the three block5 convolutions
-    ),
+# The transfer models' specs by name, a view of the registry; ModelSpec was TransferArchitecture.
+TRANSFER_ARCHITECTURES: dict[str, ModelSpec] = {
+    name: REGISTRY[name] for name in TRANSFER_MODEL_NAMES
 }
-
-TRANSFER_MODES = ("feature_extraction", "fine_tuning", "two_phase")
+TransferArchitecture = ModelSpec
 
 
 @keras.saving.register_keras_serializable(package="studio")
@@ -126,11 +92,6 @@ def base_of(model: keras.Model) -> keras.Model:
     return model.get_layer("base")
 
 
-def uses_pretrained_weights(config: ModelConfig) -> bool:
-    """True for weights imagenet or a local file, False for weights none."""
-    return config.weights.strip().lower() not in ("", "none")
-
-
 def check_transfer_config(config: ModelConfig) -> None:
     """Raise a UserError for transfer settings that cannot train a useful model."""
     if config.mode not in TRANSFER_MODES:
@@ -166,9 +127,9 @@ def build_transfer_model(config: ModelConfig, inputs: Any, num_classes: int) -> 
     from engine.models import prediction_layer  # engine.models imports this module
 
     check_transfer_config(config)
-    architecture = TRANSFER_ARCHITECTURES[config.name]
+    spec = TRANSFER_ARCHITECTURES[config.name]
     image_size = inputs.shape[1]
-    input_size = max(image_size, architecture.min_input_size)
+    input_size = max(image_size, spec.min_input_size)
     base = make_base(config, input_size)
     x = inputs
     if input_size != image_size:
@@ -190,12 +151,12 @@ def build_transfer_model(config: ModelConfig, inputs: Any, num_classes: int) -> 
 
 def make_base(config: ModelConfig, input_size: int) -> keras.Model:
     """The keras.applications base without its top, named "base", with the requested weights."""
-    architecture = TRANSFER_ARCHITECTURES[config.name]
+    spec = TRANSFER_ARCHITECTURES[config.name]
     weights = resolve_weights(config, input_size)
     try:
         # Named after construction: EfficientNet builds its weights file name from `name`, so
         # name="base" would make Keras look for base_notop.h5, which does not exist.
-        base = architecture.constructor(
+        base = spec.constructor(
             include_top=False, weights=weights, input_shape=(input_size, input_size, 3)
         )
     except Exception as error:
@@ -206,7 +167,7 @@ def make_base(config: ModelConfig, input_size: int) -> keras.Model:
                 f"The weights file {weights} could not be loaded into {config.name} ({error}); "
                 f"it must hold {config.name} weights saved without the top classifier."
             ) from None
-        cached = cached_weights_path(architecture.cached_file_name(input_size))
+        cached = cached_weights_path(spec.cached_file_name(input_size))
         if cached is not None:
             raise UserError(
                 f"The cached ImageNet weights file {cached} could not be loaded into "
@@ -220,52 +181,6 @@ def make_base(config: ModelConfig, input_size: int) -> keras.Model:
         ) from None
     base.name = "base"
     return base
-
-
-def resolve_weights(config: ModelConfig, input_size: int) -> str | None:
-    """None, "imagenet" (cached, or to download), or the path of a weights file to load."""
-    choice = config.weights.strip()
-    if not uses_pretrained_weights(config):
-        return None
-    if choice.lower() != "imagenet":
-        path = Path(choice).expanduser()
-        if not path.is_file():
-            raise UserError(
-                f"The weights file {choice} does not exist; check the path, or use weights 'imagenet' or 'none'."
-            )
-        return str(path)
-    # A cached file is still passed as "imagenet", never as its path: Keras then finds it in its
-    # cache, and adds the input scaling that only ImageNet weights get (EfficientNet's
-    # Rescaling by 1/sqrt(stddev)); loading the path skips that and feeds inputs 2x too small.
-    cached = cached_weights_path(TRANSFER_ARCHITECTURES[config.name].cached_file_name(input_size))
-    if cached is None and not network.is_online():
-        raise UserError(
-            f"ImageNet weights for {config.name} are not cached and this machine is offline; "
-            "connect to the internet once, or use a local weights file or a scratch model "
-            "such as residual_cnn."
-        )
-    return "imagenet"
-
-
-def cached_weights_path(file_name: str) -> Path | None:
-    """The weights file in Keras' cache ($KERAS_HOME/models or ~/.keras/models), if it is there."""
-    home = os.path.expanduser(os.environ.get("KERAS_HOME") or "~/.keras")
-    if not os.access(home, os.W_OK):  # as keras.utils.get_file, which then uses /tmp/.keras
-        home = "/tmp/.keras"
-    candidate = Path(home) / "models" / file_name
-    return candidate if candidate.is_file() else None
-
-
-def imagenet_weights_available(name: str, image_size: int) -> bool:
-    """True when the ImageNet weights of transfer model `name` are cached or can be downloaded."""
-    if name not in TRANSFER_ARCHITECTURES:
-        raise ValueError(
-            f"'{name}' is not a transfer model; use one of {sorted(TRANSFER_ARCHITECTURES)}."
-        )
-    architecture = TRANSFER_ARCHITECTURES[name]
-    input_size = max(image_size, architecture.min_input_size)
-    cached = cached_weights_path(architecture.cached_file_name(input_size))
-    return cached is not None or network.is_online()
 
 
 def unfreeze_for_fine_tuning(model: keras.Model, config: ModelConfig) -> None:

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine import runs
+from engine import processes, runs
 from engine.config import RunConfig
 from engine.jsonio import read_json, write_json
 
@@ -146,7 +146,7 @@ def test_cancel_stops_the_run_and_keeps_the_best_model(tmp_path):
     status = runs.wait_for(run_dir, timeout=30)
     assert status["state"] == "cancelled"
     assert time.monotonic() - asked < 10
-    assert not runs.process_alive(status["pid"]) or runs.wait_for(run_dir)["state"] == "cancelled"
+    assert not processes.process_alive(status["pid"]) or runs.wait_for(run_dir)["state"] == "cancelled"
     assert (run_dir / "best.keras").is_file()
     assert status["epochs_done"] < 200
 

@@ -1,11 +1,17 @@
-"""Data sources and the Dataset type: `load_dataset(DataConfig(spec=...))` for any source."""
+"""Data sources and the Dataset type: `load_dataset(DataConfig(spec=...))` for any source.
+
+Loading reports progress(done, total) where it is slow: a folder's headers read while indexing, a
+tfds dataset's images copied into its store on first use. Decoding reports through
+`Dataset.prepare(progress)`, with the same kind of callback.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from engine.config import DataConfig
-from engine.data.dataset import SPLITS, Dataset, default_cache_root
+from engine.data.cache import Progress
+from engine.data.dataset import SPLITS, Dataset, ItemImage, default_cache_root
 from engine.data.sources import (
     RawSource,
     load_digits_source,
@@ -15,10 +21,21 @@ from engine.data.sources import (
 )
 from engine.errors import UserError
 
-__all__ = ["SPLITS", "Dataset", "RawSource", "default_cache_root", "load_dataset", "load_source"]
+__all__ = [
+    "SPLITS",
+    "Dataset",
+    "ItemImage",
+    "Progress",
+    "RawSource",
+    "default_cache_root",
+    "load_dataset",
+    "load_source",
+]
 
 
-def load_source(config: DataConfig, cache_root: Path | None = None) -> RawSource:
+def load_source(
+    config: DataConfig, cache_root: Path | None = None, progress: Progress | None = None
+) -> RawSource:
     """Index a source named by its spec: digits, tfds:NAME, a folder, a .zip or a .npz."""
     spec = config.spec.strip()
     cache_root = Path(cache_root) if cache_root else default_cache_root()
@@ -29,7 +46,7 @@ def load_source(config: DataConfig, cache_root: Path | None = None) -> RawSource
     if spec.startswith("tfds:"):
         from engine.data.tfds_source import load_tfds_source
 
-        return load_tfds_source(spec[len("tfds:") :], config, cache_root)
+        return load_tfds_source(spec[len("tfds:") :], config, cache_root, progress)
     path = Path(spec).expanduser()
     if spec.lower().endswith(".zip"):
         return load_zip_source(str(path), cache_root)
@@ -39,11 +56,13 @@ def load_source(config: DataConfig, cache_root: Path | None = None) -> RawSource
         raise UserError(
             f"The dataset {spec} is neither digits, tfds:NAME nor an existing folder, .zip or .npz; check the path."
         )
-    return load_folder_source(str(path))
+    return load_folder_source(str(path), progress=progress)
 
 
-def load_dataset(config: DataConfig | str, cache_root: Path | None = None) -> Dataset:
+def load_dataset(
+    config: DataConfig | str, cache_root: Path | None = None, progress: Progress | None = None
+) -> Dataset:
     """Index a source and split it; decoding waits for `Dataset.prepare()`."""
     if isinstance(config, str):
         config = DataConfig(spec=config)
-    return Dataset(load_source(config, cache_root), config, cache_root)
+    return Dataset(load_source(config, cache_root, progress), config, cache_root)

@@ -1,37 +1,44 @@
-"""The one Dataset type every source becomes: splits, counts, statistics, samples and pipelines.
+"""The one Dataset type every source becomes: splits, counts, samples, item lookup and pipelines.
 
 Decoded, resized images live in a disk cache (engine.data.cache), built once with a progress
-callback; pipelines and sample grids read from it, so later epochs and later runs never decode a
-file again, and nothing is held whole in memory. Splits (engine.data.splits) keep byte-identical
-items together, and a run's manifest pins the exact split memberships it was trained with.
+callback; pipelines (engine.data.pipeline) and sample grids read from it, so later epochs and
+later runs never decode a file again, and nothing is held whole in memory. Before the cache is
+built, a preview decodes an item with the cache's own `decode`, so it shows the pixels training
+will use. Splits (engine.data.splits) keep byte-identical items together, and a run's manifest
+pins the exact split memberships it was trained with; its item ids find the same items later.
 """
 
 from __future__ import annotations
 
-from collections import Counter
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from engine.config import DataConfig
 from engine.data.cache import DecodedCache, Progress, cache_folder_name, default_cache_root
-from engine.data.images import ImageError, resize_array
+from engine.data.images import resize_array
+from engine.data.items import ItemImage, cached_images, decoded_images, images_by_id
+from engine.data.pipeline import cache_pipeline
 from engine.data.sources import RawSource
 from engine.data.splits import (
     SPLITS,
     duplicate_groups,
     group_ids,
     groups_across_splits,
+    id_positions,
+    make_manifest,
     make_splits,
-    manifest_change,
-    splits_from_ids,
+    manifest_splits,
     stratified_split,
 )
+from engine.data.statistics import auto_image_size, check_classes, header_statistics
 from engine.errors import UserError
 
 __all__ = [
     "SPLITS",
     "Dataset",
+    "ItemImage",
     "Progress",
     "auto_image_size",
     "default_cache_root",
@@ -40,16 +47,8 @@ __all__ = [
 ]
 
 
-def auto_image_size(source: RawSource) -> int:
-    """A square side for the model when the user gave none: the median side, within 32..128."""
-    if not source.headers:
-        return 64
-    sides = [min(width, height) for width, height, _ in source.headers]
-    return int(min(128, max(32, np.median(sides))))
-
-
 class Dataset:
-    """A loaded source with its splits; decode work happens only in `prepare()` and `sample_images()`."""
+    """A loaded source with its splits; only `prepare()` and the item images decode anything."""
 
     def __init__(self, source: RawSource, config: DataConfig, cache_root: Path | None = None):
         self.source = source
@@ -58,7 +57,7 @@ class Dataset:
         self.image_size = config.image_size or auto_image_size(source)
         self.class_names = list(source.class_names)
         self.labels = source.labels
-        self._check_classes()
+        check_classes(source)
         self._duplicates = duplicate_groups(source)  # item numbers of byte-identical items
         self.split_indices = make_splits(
             source.labels,
@@ -68,6 +67,7 @@ class Dataset:
         )
         self._cache: DecodedCache | None = None  # set once prepare() has opened it
         self._item_ids: list[str] | None = None
+        self._positions: dict[str, int] | None = None  # item id -> item number
 
     # ----- description -------------------------------------------------------------------
     @property
@@ -141,20 +141,7 @@ class Dataset:
 
     def statistics(self) -> dict:
         """Original image sizes, aspect ratios and colour modes (from headers, nothing decoded)."""
-        headers = self.source.headers or []
-        if not headers:
-            return {"images": 0}
-        widths = np.array([h[0] for h in headers])
-        heights = np.array([h[1] for h in headers])
-        aspects = widths / np.maximum(heights, 1)
-        return {
-            "images": len(headers),
-            "width": _summary(widths),
-            "height": _summary(heights),
-            "aspect_ratio": _summary(aspects),
-            "modes": dict(Counter(h[2] for h in headers).most_common()),
-            "distinct_sizes": len(set(zip(widths.tolist(), heights.tolist(), strict=True))),
-        }
+        return header_statistics(self.source.headers)
 
     def imbalance(self) -> float:
         """Largest over smallest class count in train (1.0 is balanced)."""
@@ -194,7 +181,7 @@ class Dataset:
         self.prepare()
         return self._cache.images()
 
-    # ----- samples -----------------------------------------------------------------------
+    # ----- samples and items -------------------------------------------------------------
     def sample_indices(
         self, split: str, count: int, seed: int = 0, class_id: int | None = None
     ) -> np.ndarray:
@@ -206,26 +193,28 @@ class Dataset:
         return rng.permutation(indices)[:count]
 
     def sample_images(
-        self, indices: np.ndarray, size: int | None = None
+        self, indices: Sequence[int] | np.ndarray, size: int | None = None
     ) -> list[np.ndarray | None]:
-        """Images of some items as uint8 arrays: from the cache when built, else decoded now.
+        """Images of some items as training sees them, scaled to size x size for display.
 
         An item that cannot be decoded gives None (the load report names it).
         """
-        size = size or self.image_size
+        return [
+            None if image is None else resize_array(image, size or self.image_size)
+            for image, _ in self.training_images(indices)
+        ]
+
+    def training_images(
+        self, indices: Sequence[int] | np.ndarray
+    ) -> Iterator[tuple[np.ndarray | None, str]]:
+        """(image_size square image, "") or (None, reason) of each item: one decode path.
+
+        The cached row once the cache is built; before, the cache's own decode, which builds it.
+        """
         if self.is_prepared():
-            cache = self.images()
-            return [
-                resize_array(np.array(cache[i]), size) if self._cache.valid[i] else None
-                for i in indices
-            ]
-        decoder, result = self._decoded_cache(), []
-        for index in indices:
-            try:
-                result.append(decoder.decode(int(index), size))
-            except ImageError:
-                result.append(None)
-        return result
+            self.prepare()
+            return cached_images(self._cache, indices)
+        return decoded_images(self._decoded_cache(), indices)
 
     def item_name(self, index: int) -> str:
         return self.source.name(int(index))
@@ -236,31 +225,32 @@ class Dataset:
             self._item_ids = [self.source.name(index) for index in range(len(self.source.items))]
         return self._item_ids
 
+    def find_items(self, item_ids: Sequence[str]) -> list[int | None]:
+        """Today's item number of each stored item id; None for an id no longer in the data."""
+        if self._positions is None:
+            self._positions = id_positions(self.item_ids())
+        return [self._positions.get(item_id) for item_id in item_ids]
+
+    def images_by_id(self, item_ids: Sequence[str], size: int | None = None) -> list[ItemImage]:
+        """Items named by their stored ids (a run's manifest or evaluation), never by position.
+
+        An id no longer in the data, or an item that cannot be decoded, comes with one sentence
+        instead of an image, so files removed or added since never show another item's picture.
+        """
+        return images_by_id(self, item_ids, size)
+
     # ----- manifest ----------------------------------------------------------------------
     def manifest(self) -> dict:
         """What a run trains on: the data's fingerprint, classes, image size and split members."""
-        ids = self.item_ids()
-        return {
-            "fingerprint": self.fingerprint,
-            "class_names": list(self.class_names),
-            "image_size": int(self.image_size),
-            "splits": {
-                split: [ids[index] for index in self.split_indices[split].tolist()]
-                for split in SPLITS
-            },
-        }
+        return make_manifest(
+            self.fingerprint, self.class_names, self.image_size, self.item_ids(), self.split_indices
+        )
 
     def verify_manifest(self, manifest: dict) -> None:
         """Use a run's stored split members; UserError when the data is not what it was trained on."""
-        ids = self.item_ids()
-        change = manifest_change(
-            manifest, self.fingerprint, self.class_names, ids, self.source.spec
+        self.split_indices = manifest_splits(
+            manifest, self.fingerprint, self.class_names, self.item_ids(), self.source.spec
         )
-        if change:
-            raise UserError(
-                f"The data of this run changed since it was trained ({change}); evaluate it on the data it was trained on, or train a new run."
-            )
-        self.split_indices = splits_from_ids(manifest["splits"], ids)
 
     # ----- pipelines ---------------------------------------------------------------------
     def pipeline(
@@ -274,60 +264,21 @@ class Dataset:
         with_index: bool = False,
     ):
         """A tf.data pipeline of (float32 images in [0, 255], labels) batches read from the cache."""
-        import tensorflow as tf
-
         self.prepare()
         indices = self.indices(split)
         if not len(indices):
             raise UserError(
                 f"The {split} split is empty; add images or change the split fractions."
             )
-        images, labels, num_classes = self.images(), self.labels, self.num_classes
-        size = self.image_size
-
-        def gather(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-            # Order within a batch does not matter to training, so read the cache file in order
-            # (one fancy-index copy) and hand back the item numbers in that order too.
-            batch = np.sort(batch)
-            return images[batch], labels[batch], batch
-
-        def load(batch):
-            rows, batch_labels, batch = tf.numpy_function(
-                gather, [batch], (tf.uint8, tf.int64, tf.int64), stateful=False
-            )
-            rows = tf.ensure_shape(tf.cast(rows, tf.float32), (None, size, size, 3))
-            batch_labels = tf.ensure_shape(batch_labels, (None,))
-            target = tf.one_hot(batch_labels, num_classes) if one_hot else batch_labels
-            return (rows, target, batch) if with_index else (rows, target)
-
-        dataset = tf.data.Dataset.from_tensor_slices(indices.astype(np.int64))
-        if shuffle:
-            dataset = dataset.shuffle(len(indices), seed=seed, reshuffle_each_iteration=True)
-        dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
-        dataset = dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE)
-        return dataset.prefetch(tf.data.AUTOTUNE)
-
-    def _check_classes(self) -> None:
-        if len(self.class_names) < 2:
-            raise UserError(
-                f"{self.source.spec} has {len(self.class_names)} class; a classifier needs at least 2 class folders or labels."
-            )
-        tally = (
-            np.bincount(self.labels, minlength=len(self.class_names))
-            if len(self.labels)
-            else np.zeros(len(self.class_names), int)
+        return cache_pipeline(
+            self.images(),
+            self.labels,
+            indices,
+            self.num_classes,
+            batch_size,
+            shuffle=shuffle,
+            seed=seed,
+            one_hot=one_hot,
+            drop_remainder=drop_remainder,
+            with_index=with_index,
         )
-        empty = [name for name, n in zip(self.class_names, tally, strict=True) if n == 0]
-        if empty:
-            raise UserError(
-                f"Class {', '.join(map(repr, empty))} of {self.source.spec} has no usable image; add images to it or remove it."
-            )
-
-
-def _summary(values: np.ndarray) -> dict:
-    return {
-        "min": float(values.min()),
-        "median": float(np.median(values)),
-        "max": float(values.max()),
-        "mean": float(values.mean()),
-    }

@@ -3,7 +3,8 @@
 Indexing reads file headers only. It stays inside the dataset folder: links to folders are not
 followed, links to files outside the folder are not read, and both are listed in the load report
 with every other file left out (not an image, outside any class folder, not a regular file).
-A folder of more than MAX_FILES files is refused with a sentence.
+A folder of more than MAX_FILES files is refused with a sentence. Listing the files comes first,
+then reading their headers reports progress(done, total) every PROGRESS_EVERY files.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.data.cache import Progress
 from engine.data.images import ImageError, read_header
 from engine.data.sources import RawSource, check_training_classes, printable
 from engine.errors import UserError
@@ -30,6 +32,7 @@ SPLIT_FOLDERS = {
 }
 IGNORED_NAMES = {"__MACOSX", ".DS_Store", "Thumbs.db", "desktop.ini"}
 MAX_FILES = 1_000_000  # more files than this is not a dataset one machine indexes in one go
+PROGRESS_EVERY = 256  # files whose headers are read between two progress reports
 
 
 class _Index:
@@ -114,9 +117,17 @@ class _Index:
 
 
 def load_folder_source(
-    path: str, *, kind: str = "folder", spec: str = "", max_files: int | None = None
+    path: str,
+    *,
+    kind: str = "folder",
+    spec: str = "",
+    max_files: int | None = None,
+    progress: Progress | None = None,
 ) -> RawSource:
-    """A folder of class subfolders, optionally inside train/val/validation/test folders."""
+    """A folder of class subfolders, optionally inside train/val/validation/test folders.
+
+    progress(done, total) follows the header reads, the slow part of indexing a large folder.
+    """
     root = Path(path)
     where = spec or str(path)
     if not root.exists():
@@ -145,22 +156,30 @@ def load_folder_source(
             f"{where} has no class subfolders; put the images of each class in a folder named after it."
         )
     class_ids = {name: i for i, name in enumerate(class_names)}
+    listed = [
+        (origin, class_ids[printable(class_dir.name)], file, status)
+        for origin in sorted(class_dirs)
+        for class_dir in class_dirs[origin]
+        for file, status in index.files_under(class_dir)
+    ]
     items, labels, origins, headers, sizes = [], [], [], [], []
     stamp = hashlib.sha1()
-    for origin in sorted(class_dirs):
-        for class_dir in class_dirs[origin]:
-            for file, status in index.files_under(class_dir):
-                relative = os.fsencode(file.relative_to(root))
-                stamp.update(relative + f"|{status.st_size}|{status.st_mtime_ns}\n".encode())
-                header = _check_header(file, status.st_size)
-                if isinstance(header, str):
-                    index.leave_out(file, header)
-                    continue
-                items.append(str(file))
-                labels.append(class_ids[printable(class_dir.name)])
-                origins.append(origin)
-                headers.append(header)
-                sizes.append(status.st_size)
+    for done, (origin, class_id, file, status) in enumerate(listed, start=1):
+        if progress and done % PROGRESS_EVERY == 0:
+            progress(done, len(listed))
+        relative = os.fsencode(file.relative_to(root))
+        stamp.update(relative + f"|{status.st_size}|{status.st_mtime_ns}\n".encode())
+        header = _check_header(file, status.st_size)
+        if isinstance(header, str):
+            index.leave_out(file, header)
+            continue
+        items.append(str(file))
+        labels.append(class_id)
+        origins.append(origin)
+        headers.append(header)
+        sizes.append(status.st_size)
+    if progress:
+        progress(len(listed), len(listed))
     labels_array, origins_array = np.array(labels, dtype=np.int64), np.array(origins)
     if len(layout) > 1:
         check_training_classes(

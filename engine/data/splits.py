@@ -13,6 +13,7 @@ import numpy as np
 
 from engine.config import DataConfig
 from engine.data.sources import RawSource
+from engine.errors import UserError
 
 SPLITS = ("train", "validation", "test")
 
@@ -128,6 +129,54 @@ def groups_across_splits(
     return result
 
 
+def make_manifest(
+    fingerprint: str,
+    class_names: list[str],
+    image_size: int,
+    item_ids: list[str],
+    split_indices: dict[str, np.ndarray],
+) -> dict:
+    """What a run trains on: the data's fingerprint, classes, image size and split members by id."""
+    return {
+        "fingerprint": fingerprint,
+        "class_names": list(class_names),
+        "image_size": int(image_size),
+        "splits": {
+            split: [item_ids[index] for index in split_indices[split].tolist()] for split in SPLITS
+        },
+    }
+
+
+def manifest_splits(
+    manifest: dict, fingerprint: str, class_names: list[str], item_ids: list[str], spec: str
+) -> dict[str, np.ndarray]:
+    """Item numbers of each split a run's manifest stored; UserError when the data changed since."""
+    if not _well_formed(manifest):
+        raise UserError(
+            "The data manifest of this run (data_manifest.json) is damaged; train a new run on this data."
+        )
+    change = manifest_change(manifest, fingerprint, class_names, item_ids, spec)
+    if change:
+        raise UserError(
+            f"The data of this run changed since it was trained ({change}); evaluate it on the data it was trained on, or train a new run."
+        )
+    return splits_from_ids(manifest["splits"], item_ids)
+
+
+def _well_formed(manifest: dict) -> bool:
+    """Whether a manifest read from disk has the shape make_manifest writes (older ones included)."""
+    splits, classes = manifest.get("splits"), manifest.get("class_names")
+    return (
+        isinstance(splits, dict)
+        and all(
+            isinstance(names, list) and all(isinstance(name, str) for name in names)
+            for names in splits.values()
+        )
+        and isinstance(classes, list)
+        and all(isinstance(name, str) for name in classes)
+    )
+
+
 def manifest_change(
     manifest: dict, fingerprint: str, class_names: list[str], item_ids: list[str], spec: str
 ) -> str:
@@ -150,9 +199,14 @@ def manifest_change(
     return ""
 
 
+def id_positions(item_ids: list[str]) -> dict[str, int]:
+    """Item number of each item id."""
+    return {name: index for index, name in enumerate(item_ids)}
+
+
 def splits_from_ids(splits: dict[str, list[str]], item_ids: list[str]) -> dict[str, np.ndarray]:
     """Item numbers of each split from the item ids a manifest stored."""
-    position = {name: index for index, name in enumerate(item_ids)}
+    position = id_positions(item_ids)
     return {
         split: np.sort(np.array([position[name] for name in splits.get(split, [])], dtype=np.int64))
         for split in SPLITS
