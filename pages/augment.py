@@ -16,6 +16,7 @@ from ui.state import (
     init_state,
     set_augment_config,
 )
+from ui.text import plain
 
 init_state()
 SLIDERS = {  # field: (label, largest value, what it does)
@@ -24,6 +25,18 @@ SLIDERS = {  # field: (label, largest value, what it does)
     "translation": ("Translation", 0.5, "Largest shift, as a fraction of the height and width."),
     "brightness": ("Brightness", 0.5, "Largest change, as a fraction of the 0..255 range."),
     "contrast": ("Contrast", 0.9, "Largest contrast change factor."),
+    "resized_crop": (
+        "Random resized crop",
+        0.9,
+        "Largest share of the area cut away by a crop of any place and shape (3:4 to 4:3), "
+        "resized back: zoom and shift in one.",
+    ),
+    "mixup": (
+        "Mixup",
+        1.0,
+        "Blend each training image and its label with another one of its batch (the strength "
+        "of the Beta distribution of the weights; 0.2 is typical). Not shown in the preview.",
+    ),
     "random_crop": (
         "Random crop",
         0.5,
@@ -38,8 +51,9 @@ st.caption(
 )
 if st.session_state.get(AUGMENT_CONFIG) is None:
     st.caption(
-        "They start from the recipe the engine chose for this dataset (photos get flips, zoom, "
-        "shifts and contrast; grey images such as digits get small shifts and no flips)."
+        "They start from the recipe the engine chose for this dataset (photos get flips, a random "
+        "resized crop and contrast; small colour images get flips and shifts; grey images such "
+        "as digits get small shifts and zoom, no flips)."
     )
 
 # Widgets open on the saved settings: their values are dropped when the user leaves the page.
@@ -98,7 +112,7 @@ try:
     dataset = services.get_dataset(config)
     samples = services.samples(config, "train", 3, seed=seed)
 except UserError as error:
-    st.error(str(error))
+    st.error(plain(error))
     st.stop()
 
 if not augment.enabled:
@@ -106,14 +120,14 @@ if not augment.enabled:
         "Augmentation is off: training sees the images as they are. Turn on a control above to preview it."
     )
 for sample in samples:
-    st.markdown(f"**{sample['label']}** · {sample['name']}")
+    st.markdown(f"**{plain(sample['label'])}** · {plain(sample['name'])}")
     try:
         if augment.enabled:
             images = services.augment_preview(config, sample["index"], augment, count, seed)
         else:
             images = services.item_images(config, [sample["index"]], size=dataset.image_size)
     except UserError as error:
-        st.error(str(error))
+        st.error(plain(error))
         continue
     if images[0] is None:
         st.warning("This image cannot be decoded; see the load report on the Data page.")

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from ui import figures, services
+from ui import figures, run_services
 from ui.run_views import (
     comparison_table,
     completed_runs,
@@ -11,6 +11,7 @@ from ui.run_views import (
     run_label,
 )
 from ui.state import init_state
+from ui.text import plain
 
 init_state()
 
@@ -36,19 +37,23 @@ if not chosen:
 if len(chosen) == 1:
     st.caption("One run picked; add another to compare.")
 selected = [by_id[run_id] for run_id in chosen]
+for run in selected:
+    problem = run.get("damaged") or run_services.evaluation_problem(run["path"])
+    if problem:
+        st.warning(f"Run {plain(run['run_id'])} is damaged: {plain(problem)}.")
 
 # ----- the side-by-side table ------------------------------------------------------------------
 st.dataframe(comparison_table(selected))
 
 # ----- curves ----------------------------------------------------------------------------------
 st.subheader("Training curves")
-series = [(run["run_id"], *services.history(run["path"])) for run in selected]
+series = [(run["run_id"], *run_services.history(run["path"])) for run in selected]
 steps_per_epoch = {run["run_id"]: run["status"].get("steps_per_epoch") for run in selected}
 st.plotly_chart(figures.training_curves(series, steps_per_epoch), key="compare_curves")
 
 # ----- per-class F1, when the runs classify the same classes -----------------------------------
 st.subheader("Per-class F1")
-evaluations = {run["run_id"]: services.evaluation(run["path"]) for run in selected}
+evaluations = {run["run_id"]: run_services.evaluation(run["path"]) for run in selected}
 class_lists = {tuple(e["class_names"]) for e in evaluations.values() if e}
 if all(evaluations.values()) and len(class_lists) == 1:
     per_run = {
@@ -58,7 +63,7 @@ if all(evaluations.values()) and len(class_lists) == 1:
     figure = figures.per_class_bars(per_run)
     st.plotly_chart(figure, key="compare_per_class")
 elif not all(evaluations.values()):
-    missing = ", ".join(run_id for run_id, e in evaluations.items() if not e)
+    missing = ", ".join(plain(run_id) for run_id, e in evaluations.items() if not e)
     st.caption(f"Not every run has an evaluation ({missing}); evaluate it on the Evaluate page.")
 else:
     st.caption(

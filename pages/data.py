@@ -7,12 +7,13 @@ from pathlib import Path
 
 import streamlit as st
 
-from engine.config import DataConfig
+from engine.config import RESIZE_MODES, DataConfig
 from engine.data import SPLITS
 from engine.errors import UserError
-from ui import data_views, figures, services
+from ui import data_views, figures, services, uploads
 from ui.data_views import SOURCES
-from ui.state import data_config, init_state, set_data_config
+from ui.state import data_config, init_state, runs_dir, set_data_config
+from ui.text import plain
 
 init_state()
 PER_PAGE = 24
@@ -115,7 +116,7 @@ with st.expander("Image size and splits"):
     )
     resize = resize_column.radio(
         "Resize",
-        ["squash", "crop"],
+        list(RESIZE_MODES),
         horizontal=True,
         key="data_resize",
         help="squash stretches to a square; crop cuts the centre square first.",
@@ -149,7 +150,8 @@ with st.expander("Image size and splits"):
 
 if st.button("Load", key="data_load", type="primary", icon=":material/download:"):
     if upload is not None:
-        spec = str(services.save_upload(upload.name, upload.getvalue()))
+        in_use = uploads.uploads_in_use(data_config().spec, runs_dir())
+        spec = str(uploads.save_upload(upload.name, upload.getvalue(), in_use))
     if not spec:
         st.error(missing)
         st.stop()
@@ -162,20 +164,24 @@ if st.button("Load", key="data_load", type="primary", icon=":material/download:"
         split_seed=int(split_seed),
         **tfds_fields,
     )
+    # Load indexes the source again every time, so files added or removed since show.
+    bar = st.progress(0.0, text=f"Indexing {plain(data_views.display_name(spec))}...")
     try:
         if spec.startswith("tfds:"):
             with st.spinner(
-                f"Loading {spec}: the first time, TensorFlow Datasets downloads and prepares it, which can take minutes..."
+                f"Loading {plain(spec)}: the first time, TensorFlow Datasets downloads and prepares it, which can take minutes..."
             ):
-                services.get_dataset(candidate)
+                services.reload_dataset(candidate, data_views.progress_reporter(bar, "Indexing"))
         else:
-            services.get_dataset(candidate)
+            services.reload_dataset(candidate, data_views.progress_reporter(bar, "Reading headers"))
     except UserError as error:
         message = str(error)
         if upload is not None:  # name the file as the user knows it, not its cached copy
             message = message.replace(Path(spec).name, upload.name)
-        st.error(message)
+        st.error(plain(message))
         st.stop()
+    finally:
+        bar.empty()
     set_data_config(candidate)
     for key in ("data_class", "data_page"):  # the old dataset's class and page mean nothing now
         st.session_state.pop(key, None)
@@ -186,11 +192,11 @@ try:
     dataset = services.get_dataset(config)
     summary = services.dataset_summary(config)
 except UserError as error:
-    st.error(str(error))
+    st.error(plain(error))
     st.stop()
 
 st.divider()
-st.header(data_views.display_name(config.spec))
+st.header(plain(data_views.display_name(config.spec)))
 images_column, classes_column, size_column, skipped_column = st.columns(4)
 images_column.metric("Images", f"{summary['images']:,}")
 classes_column.metric("Classes", dataset.num_classes)
@@ -211,8 +217,8 @@ if summary["imbalance"] > 1.5:
     largest = max(train_counts, key=train_counts.get)
     smallest = min(train_counts, key=train_counts.get)
     st.warning(
-        f"The classes are imbalanced: in train, {largest} has {train_counts[largest]:,} images and "
-        f"{smallest} has {train_counts[smallest]:,} ({summary['imbalance']:.1f} times fewer). "
+        f"The classes are imbalanced: in train, {plain(largest)} has {train_counts[largest]:,} images and "
+        f"{plain(smallest)} has {train_counts[smallest]:,} ({summary['imbalance']:.1f} times fewer). "
         "Consider class weights on the Train page, or more images of the small classes."
     )
 
@@ -259,9 +265,9 @@ else:
 with st.grid(8, min_column_width=96):
     for item in items:
         if item["image"] is None:
-            st.caption(f"{item['label']}: cannot be decoded (see the load report)")
+            st.caption(f"{plain(item['label'])}: cannot be decoded (see the load report)")
         else:
-            st.image(item["image"], caption=item["label"], width="stretch")
+            st.image(item["image"], caption=plain(item["label"]), width="stretch")
 
 # ----- image sizes and load report -------------------------------------------------------
 st.subheader("Original image sizes")
@@ -269,7 +275,7 @@ statistics = summary["statistics"]
 if statistics.get("images"):
     table_column, chart_column = st.columns([2, 3])
     table_column.dataframe(data_views.statistics_rows(statistics), hide_index=True)
-    modes = ", ".join(f"{mode} ({count:,})" for mode, count in statistics["modes"].items())
+    modes = ", ".join(f"{plain(mode)} ({count:,})" for mode, count in statistics["modes"].items())
     table_column.caption(
         f"Colour modes: {modes}. Distinct sizes: {statistics['distinct_sizes']:,}."
     )

@@ -4,7 +4,7 @@ import streamlit as st
 
 from engine.errors import UserError
 from engine.runs import load_config
-from ui import services, state
+from ui import run_services, state
 from ui.run_views import (
     ALL_PAIRS,
     completed_runs,
@@ -20,6 +20,7 @@ from ui.run_views import (
     selectable_confusion_heatmap,
 )
 from ui.state import init_state
+from ui.text import plain
 
 init_state()
 
@@ -43,9 +44,13 @@ run_id = run["run_id"]
 run_dir = run["path"]
 
 # ----- the evaluation, computed once at the end of training --------------------------------------
-evaluation = services.evaluation(run_dir)
+evaluation = run_services.evaluation(run_dir)
 if evaluation is None:
-    st.info("This run has no evaluation yet.")
+    problem = run_services.evaluation_problem(run_dir)
+    if problem:
+        st.error(f"This run's evaluation cannot be shown: {plain(problem)}. Evaluate it again.")
+    else:
+        st.info("This run has no evaluation yet.")
     if st.button(
         "Evaluate",
         key="eval_compute",
@@ -54,9 +59,9 @@ if evaluation is None:
     ):
         try:
             with st.spinner("Evaluating the model..."):
-                evaluation = services.evaluate(run_dir)
+                evaluation = run_services.evaluate(run_dir)
         except UserError as error:
-            st.error(str(error))
+            st.error(plain(error))
     if evaluation is None:
         st.stop()
 
@@ -79,14 +84,14 @@ columns[1].metric(
 columns[2].metric("Macro F1", evaluation["macro_avg"]["f1-score"], format="%.3f", border=True)
 columns[3].metric("Weighted F1", evaluation["weighted_avg"]["f1-score"], format="%.3f", border=True)
 columns[4].metric("Images evaluated", evaluation["count"], format="localized", border=True)
-columns[5].metric("Split", split, border=True)
+columns[5].metric("Split", plain(split), border=True)
 tta = evaluation.get("tta", "none")
 st.caption(
-    f"{evaluation_accuracy_text(evaluation)} · model {evaluation.get('model_file', 'best.keras')}"
+    f"{evaluation_accuracy_text(evaluation)} · model {plain(evaluation.get('model_file', 'best.keras'))}"
     + (" · flip test-time augmentation" if tta == "horizontal_flip" else "")
 )
 for warning in evaluation.get("warnings", []):
-    st.warning(warning)
+    st.warning(plain(warning))
 
 st.subheader("Per class")
 st.dataframe(
@@ -138,7 +143,7 @@ else:
 try:
     data_config = load_config(run_dir).data
 except UserError as error:
-    st.error(str(error))
+    st.error(plain(error))
     st.stop()
 
 st.subheader(f"Misclassified images ({evaluation['misclassified_count']:,})")

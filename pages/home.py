@@ -5,9 +5,10 @@ from __future__ import annotations
 import streamlit as st
 
 from engine.errors import UserError
-from ui import data_views, services
+from ui import data_views, run_services, services
 from ui.run_views import recent_runs_rows
 from ui.state import data_config, init_state, runs_dir
+from ui.text import plain
 
 init_state()
 
@@ -35,20 +36,27 @@ st.subheader("Current dataset")
 config = data_config()
 try:
     dataset = services.get_dataset(config)
-    st.write(
-        f"**{data_views.display_name(config.spec)}**: {dataset.num_classes} classes, {len(dataset.labels):,} images."
+    st.markdown(
+        f"**{plain(data_views.display_name(config.spec))}**: {dataset.num_classes} classes, "
+        f"{len(dataset.labels):,} images."
     )
 except UserError as error:
-    st.write(f"**{data_views.display_name(config.spec)}**")
-    st.warning(f"It cannot be loaded: {error}")
+    st.markdown(f"**{plain(data_views.display_name(config.spec))}**")
+    st.warning(f"It cannot be loaded: {plain(error)}")
 data_views.page_link("pages/data.py", "Change it on the Data page", ":material/photo_library:")
 
 st.subheader("Recent runs")
-rows = recent_runs_rows(services.list_runs(runs_dir()))
+rows = recent_runs_rows(run_services.list_runs(runs_dir()))
 if rows:
     st.dataframe(rows[:20], hide_index=True)
+    damaged = [row for row in rows[:20] if row["damaged"]]
+    if damaged:
+        st.caption(
+            f"{len(damaged)} of these runs {'is' if len(damaged) == 1 else 'are'} damaged; the "
+            "table's last column says which file and why."
+        )
 else:
-    st.info(f"No runs in {runs_dir()} yet: train one on the Train page.")
+    st.info(f"No runs in {plain(runs_dir())} yet: train one on the Train page.")
 
 st.subheader("Pages")
 with st.grid(3, min_column_width=220):

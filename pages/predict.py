@@ -3,13 +3,15 @@
 import streamlit as st
 
 from engine.errors import UserError
-from ui import figures, services, state
+from ui import figures, run_services, state
 from ui.run_views import completed_runs, no_runs_message, pick_run, prediction_table
 from ui.state import init_state
+from ui.text import csv_text, plain
 
 init_state()
 
-IMAGE_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "gif"]
+IMAGE_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"]
+WHAT_TO_UPLOAD = "Upload a JPEG, PNG, GIF, BMP, WebP or TIFF image."
 DETAILED = 24  # images drawn with their own chart; the table below holds them all
 
 st.title("Predict")
@@ -28,9 +30,9 @@ run = pick_run(
 run_id = run["run_id"]
 
 try:
-    predictor = services.predictor(run["path"])
+    predictor = run_services.predictor(run["path"])
 except UserError as error:
-    st.error(str(error))
+    st.error(plain(error))
     st.stop()
 
 uploads = st.file_uploader(
@@ -62,27 +64,31 @@ if not sources:
 # ----- predictions -----------------------------------------------------------------------------
 try:
     with st.spinner("Predicting..."):
-        results = predictor.predict(sources, top_k)
+        results = predictor.predict(sources, top_k, with_images=True)
 except UserError as error:
-    st.error(str(error))
+    st.error(plain(error))
     st.stop()
 
-for position, ((name, data), result) in enumerate(zip(sources[:DETAILED], results, strict=False)):
+for position, result in enumerate(results[:DETAILED]):
+    name = result["file"]
     if "error" in result:
-        st.error(f"{name}: {result['error']}. Upload a JPEG, PNG, WebP, BMP or GIF image.")
+        advice = "" if "allowed format" in result["error"] else f" {WHAT_TO_UPLOAD}"
+        st.error(f"{plain(name)}: {plain(result['error'])}.{advice}")
         continue
     best = result["top_k"][0]
     with st.container(border=True):
         picture, chart = st.columns([1, 3], vertical_alignment="center")
-        picture.image(data, caption=name, width=160)
-        chart.markdown(f"**{best['label']}** · {best['probability']:.1%}")
+        # The decoded image the model saw, never the upload's bytes: a browser or st.image cannot
+        # draw every file the engine reads (a 16-bit PNG, a TIFF).
+        picture.image(result["image"], caption=plain(name), width=160)
+        chart.markdown(f"**{plain(best['label'])}** · {best['probability']:.1%}")
         bars = figures.probability_bars(result["top_k"])
         chart.plotly_chart(bars, key=f"predict_bars_{position}")
 if len(sources) > DETAILED:
     st.caption(f"The first {DETAILED} images are drawn above; the table holds all {len(sources)}.")
 for result in results[DETAILED:]:
     if "error" in result:
-        st.error(f"{result['file']}: {result['error']}.")
+        st.error(f"{plain(result['file'])}: {plain(result['error'])}.")
 
 st.subheader("Results")
 table = prediction_table(results)
@@ -97,7 +103,7 @@ st.dataframe(
 )
 st.download_button(
     "Download CSV",
-    table.to_csv(index=False),
+    csv_text(table),  # cells such as =cmd() are prefixed with ' so a spreadsheet shows them
     file_name=f"predictions-{run_id}.csv",
     mime="text/csv",
     key="predict_download",

@@ -6,9 +6,10 @@ import streamlit as st
 
 from engine import runs
 from engine.errors import UserError
-from ui import figures, services, train_form
+from ui import figures, run_services, services, train_form
 from ui.run_views import evaluation_accuracy_text
 from ui.state import TRAIN_RUN, data_config, default_run_config, init_state, runs_dir
+from ui.text import plain
 
 init_state()
 st.title("Train")
@@ -18,7 +19,7 @@ try:
     recipe = services.recipe(data)
     summary = services.dataset_summary(data)
 except UserError as error:
-    st.error(f"{error} Change the dataset on the Data page.")
+    st.error(f"{plain(error)} Change the dataset on the Data page.")
     st.stop()
 st.caption(
     "Dataset and image size are chosen on the Data page, augmentation on the Augment page; "
@@ -49,7 +50,7 @@ with st.expander("Model and hyperparameters", expanded=not st.session_state.get(
             st.rerun()
         except UserError as error:
             bar.empty()
-            st.error(str(error))
+            st.error(plain(error))
     found = st.session_state.get(train_form.LR_FIND_RESULT)
     if found:
         st.plotly_chart(train_form.lr_find_figure(found), key="train_lr_curve")
@@ -77,9 +78,10 @@ if config is not None:
         if config.train.epochs == 0 or not note.startswith("epochs are fitted")
     ]
     rows = train_form.run_summary(config, summary, notes + services.transfer_notes(config.model))
-    st.table({"setting": [row[0] for row in rows], "value": [row[1] for row in rows]})
+    # st.table renders Markdown in its cells, and the dataset's path is one of them.
+    st.table({"setting": [row[0] for row in rows], "value": [plain(row[1]) for row in rows]})
 else:
-    st.error(config_error)
+    st.error(plain(config_error))
 
 if st.button(
     "Start training",
@@ -91,11 +93,11 @@ if st.button(
     try:
         run_dir = runs.launch_run(config, runs_dir())
         st.session_state[TRAIN_RUN] = run_dir.name
-        st.toast(f"Started {run_dir.name}")
+        st.toast(f"Started {plain(run_dir.name)}")
     except UserError as error:
-        st.error(str(error))
+        st.error(plain(error))
 
-all_runs = services.list_runs(runs_dir())
+all_runs = run_services.list_runs(runs_dir())
 if not all_runs:
     st.info("No runs yet: choose a model and press Start training.")
     st.stop()
@@ -122,31 +124,33 @@ run_dir = runs_dir() / watched
 
 @st.fragment(run_every=1.0 if states[watched] in runs.ACTIVE_STATES else None)
 def live_view() -> None:
-    status = runs.read_status(run_dir)
+    run = runs.describe_run(run_dir)  # status.json, and which of the run's files are damaged
+    status = run["status"]
     state = status.get("state")
     epochs, steps = runs.read_history(run_dir)
-    total_epochs = status.get("epochs") or runs.load_config(run_dir).train.epochs
+    total_epochs = status.get("epochs") or _configured_epochs()
     columns = st.columns(5)
     columns[0].metric("State", state)
     columns[1].metric("Epoch", f"{status.get('epoch', 0)}/{total_epochs}")
     columns[2].metric("ETA", _duration(status.get("eta_seconds")) if state == "running" else "-")
     columns[3].metric("Images/s", f"{status.get('images_per_second') or 0:,.0f}")
-    columns[4].metric("Device", status.get("device", "-"))
+    columns[4].metric("Device", plain(status.get("device", "-")))
     if state == "running":
         done, total = status.get("global_step", 0), status.get("total_steps") or 1
         st.progress(
-            min(done / total, 1.0), text=f"{status.get('phase', '')}: step {done:,} of {total:,}"
+            min(done / total, 1.0),
+            text=f"{plain(status.get('phase', ''))}: step {done:,} of {total:,}",
         )
     elif state == "queued":
         st.info("Waiting for the run before it to finish.")
     elif state == "failed":
-        st.error(status.get("error", "The run failed."))
+        st.error(plain(status.get("error", "The run failed.")))
     elif state == "cancelled":
         st.warning(
             f"Cancelled after {status.get('epochs_done', len(epochs))} epochs; the best model so far is kept."
         )
     elif state == "completed":
-        evaluation = services.evaluation(run_dir) or {}
+        evaluation = run_services.evaluation(run_dir) or {}
         chosen_by = (
             f"best epoch {status.get('best_epoch')} by validation accuracy"
             if status.get("model_selection", True) and status.get("best_epoch")
@@ -157,6 +161,8 @@ def live_view() -> None:
             if evaluation.get("accuracy") is not None
             else "Completed."
         )
+    if run["damaged"] and not status.get("damaged"):  # a result file; a failed run said it above
+        st.warning(f"Part of run {plain(watched)} is damaged: {plain(run['damaged'])}.")
     if state in runs.ACTIVE_STATES and st.button(
         "Cancel run", key="train_cancel", icon=":material/stop:"
     ):
@@ -168,9 +174,17 @@ def live_view() -> None:
             figures.training_curves([(watched, epochs, steps)], per_epoch), key="train_curves"
         )
     elif state in runs.ACTIVE_STATES:
-        st.caption(status.get("phase", "starting..."))
+        st.caption(plain(status.get("phase", "starting...")))
     if state not in runs.ACTIVE_STATES and states[watched] in runs.ACTIVE_STATES:
         st.rerun()  # the run ended: stop polling and show the final view
+
+
+def _configured_epochs() -> int | str:
+    """The epochs config.json asks for; "?" when it cannot be read (the run shows as damaged)."""
+    try:
+        return runs.load_config(run_dir).train.epochs
+    except UserError:
+        return "?"
 
 
 def _duration(seconds) -> str:

@@ -1,21 +1,23 @@
-"""One end-to-end walk through the dashboard in a real headless Chromium, with a screenshot per page."""
+"""The dashboard in a real headless Chromium: a walk through every page with a screenshot each, and
+what a fresh server shows to a deep link, to another host name and to the outside world."""
 
 from __future__ import annotations
 
-import contextlib
 import io
-import os
+import re
 import shutil
-import socket
-import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import numpy as np
 import pytest
 from PIL import Image
+
+# bench/live_dashboard.py imports this module as tests.test_browser, without tests/ on the path.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from test_web_security import BOLD, IMAGE_LINK, streamlit_server  # noqa: E402
 
 PROJECT = Path(__file__).resolve().parent.parent
 ARTIFACTS = PROJECT / "test-artifacts"
@@ -27,6 +29,8 @@ FLAGS = [
     "--disable-component-update",
     "--disable-sync",
     "--no-first-run",
+    # A second name for this machine, as a DNS-rebinding page would make one.
+    "--host-resolver-rules=MAP rebind.example 127.0.0.1",
 ]
 
 playwright_api = pytest.importorskip("playwright.sync_api")
@@ -37,58 +41,6 @@ pytestmark = [
         reason="Debian's chromium is not installed (apt-get install -y chromium)",
     ),
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-@contextlib.contextmanager
-def streamlit_server(runs_dir: Path, cache_dir: Path, log_file: Path, offline: bool = True):
-    """`streamlit run app.py` on a free localhost port; yields its URL once it answers."""
-    port = free_port()
-    env = {**os.environ, "STUDIO_RUNS_DIR": str(runs_dir), "STUDIO_CACHE_DIR": str(cache_dir)}
-    if offline:
-        env["STUDIO_OFFLINE"] = "1"
-    command = [
-        sys.executable,
-        "-m",
-        "streamlit",
-        "run",
-        "app.py",
-        "--server.port",
-        str(port),
-        "--server.headless",
-        "true",
-        "--server.address",
-        "127.0.0.1",
-    ]
-    with open(log_file, "wb") as log:
-        process = subprocess.Popen(
-            command, cwd=PROJECT, env=env, stdout=log, stderr=subprocess.STDOUT
-        )
-        try:
-            url = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).status == 200:
-                        break
-                except OSError:
-                    if time.monotonic() > deadline:
-                        raise RuntimeError(
-                            f"streamlit did not start within 60 s; see {log_file}"
-                        ) from None
-                    time.sleep(0.5)
-            yield url
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
 
 
 @pytest.fixture(scope="module")
@@ -115,6 +67,22 @@ def wait_for_app(page, timeout: float = 60_000) -> None:
     )
 
 
+LOCAL_NAMES = ("127.0.0.1", "localhost", "rebind.example")
+
+
+def record_outside_requests(page) -> list[str]:
+    """The URLs of every request the page makes to a host other than this machine."""
+    outside: list[str] = []
+
+    def check(request) -> None:
+        parts = urlsplit(request.url)
+        if parts.scheme not in ("data", "blob") and parts.hostname not in LOCAL_NAMES:
+            outside.append(request.url)
+
+    page.on("request", check)
+    return outside
+
+
 def png_bytes() -> bytes:
     from sklearn.datasets import load_digits
 
@@ -133,6 +101,7 @@ def test_whole_flow_in_a_real_browser(server, tmp_path):
     with playwright_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
         page = browser.new_page(viewport={"width": 1400, "height": 2000})
+        outside = record_outside_requests(page)
 
         page.goto(f"{server}/data")
         page.get_by_text("1,797").first.wait_for(timeout=90_000)
@@ -187,6 +156,70 @@ def test_whole_flow_in_a_real_browser(server, tmp_path):
     elapsed = time.monotonic() - started
     (ARTIFACTS / "flow-seconds.txt").write_text(f"{elapsed:.1f}\n")
     assert "Traceback" not in text
+    assert outside == []  # no font, icon, emoji or metrics request leaves this machine
     assert (
         elapsed < 240
     )  # generous for a loaded CI machine; the figure itself is recorded in flow-seconds.txt
+
+
+ROUTER_PAGES = ["Home", "Data", "Augment", "Train", "Evaluate", "Compare", "Predict"]
+WEBSOCKET_FROM_PAGE = """port => new Promise(done => {
+    const socket = new WebSocket(`ws://rebind.example:${port}/_stcore/stream`, "streamlit");
+    socket.onopen = () => done("open");
+    socket.onclose = () => done("refused");
+})"""
+
+
+@pytest.mark.slow
+def test_fresh_server_routes_a_deep_link_and_answers_only_this_machine(tmp_path):
+    """A bookmark to /train as the first visit gets app.py's router, a rebinding name nothing,
+    and no page asks a host outside this machine for anything."""
+    from conftest import write_class_folder  # conftest sets test-only environment defaults
+
+    with (
+        streamlit_server(tmp_path / "runs", tmp_path / "cache", tmp_path / "log.txt") as url,
+        playwright_api.sync_playwright() as playwright,
+    ):
+        port = int(url.rsplit(":", 1)[1])
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+        page = browser.new_page(viewport={"width": 1400, "height": 1200})
+        outside = record_outside_requests(page)
+
+        # The first session of this server: Streamlit's legacy pages/ mode would run
+        # pages/train.py alone, with a sidebar of file names (app, augment, ...).
+        page.goto(f"http://localhost:{port}/train")
+        page.get_by_role("heading", name="Train").wait_for(timeout=90_000)
+        wait_for_app(page)
+        navigation = page.locator("[data-testid='stSidebarNav'] a").all_inner_texts()
+        assert [label.split("\n")[-1] for label in navigation] == ROUTER_PAGES
+        assert page.title() == "Image Classification Studio"
+        assert page.url == f"http://localhost:{port}/train"
+
+        # The same server under a name that resolves to 127.0.0.1: no app, no websocket.
+        response = page.goto(f"http://rebind.example:{port}/")
+        assert response.status == 403
+        assert page.locator("body").inner_text().startswith("Forbidden")
+        assert page.locator("[data-testid='stApp']").count() == 0
+        assert page.evaluate("url => fetch(url).then(r => r.status)", "/_stcore/health") == 403
+        assert page.evaluate(WEBSOCKET_FROM_PAGE, port) == "refused"
+        assert page.goto(f"http://rebind.example:{port}/train").status == 403
+
+        # Localhost still gets the app, and class names that are Markdown show as typed: the
+        # image link is text, not a request to example.invalid (which `outside` would catch).
+        hostile = write_class_folder(tmp_path / "hostile", classes=(IMAGE_LINK, BOLD), per_class=6)
+        page.goto(f"http://localhost:{port}/data")
+        page.get_by_text("Folder on this machine").click()
+        folder = page.get_by_label("Folder", exact=True)
+        folder.fill(str(hostile))
+        folder.press("Enter")
+        page.get_by_role("button", name="Load", exact=True).click()
+        page.get_by_text(re.compile(r"of \d+ train images")).wait_for(timeout=60_000)
+        page.wait_for_selector(
+            "[data-testid='stApp'][data-test-script-state='notRunning']", timeout=60_000
+        )
+        page.locator("[data-testid='stImage'] img").first.wait_for(timeout=60_000)
+        page.wait_for_load_state("networkidle")
+        assert outside == []
+        captions = set(page.locator("[data-testid='stImage']").all_inner_texts())
+        assert captions == {IMAGE_LINK, BOLD}
+        browser.close()

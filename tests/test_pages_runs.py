@@ -103,7 +103,7 @@ def test_evaluate_lists_names_when_the_dataset_is_gone(with_run, monkeypatch):
     def unavailable(*args, **kwargs):
         raise UserError("The folder /gone does not exist; check the path.")
 
-    monkeypatch.setattr(services, "item_images", unavailable)
+    monkeypatch.setattr(services, "gallery_images", unavailable)
     at = page("evaluate")
     assert not at.get("image")
     assert any("/gone does not exist" in warning.value for warning in at.warning)
@@ -155,7 +155,7 @@ def test_predict_shows_top_k_and_names_a_broken_file(with_run):
     assert table.loc["zero.png", "top-1 label"] in class_names
     assert 0.0 < table.loc["zero.png", "probability"] <= 1.0
     assert len(table.loc["zero.png", "top-k"].split(", ")) == 3
-    assert "Pillow" in table.loc["notes.png", "error"]
+    assert "allowed format" in table.loc["notes.png", "error"]
     assert len(at.get("plotly_chart")) == 1  # bars for the image, none for the broken file
 
 

@@ -11,8 +11,9 @@ import streamlit as st
 from streamlit.errors import StreamlitPageNotFoundError
 
 from engine.config import DataConfig
-from engine.data import Dataset, default_cache_root
+from engine.data import Dataset
 from ui import services
+from ui.uploads import uploads_folder
 
 SOURCES = (
     "Built-in digits",
@@ -28,7 +29,7 @@ def source_of(spec: str) -> str:
         return SOURCES[0]
     if spec.startswith("tfds:"):
         return SOURCES[1]
-    if Path(spec).parent == default_cache_root() / "uploads":
+    if Path(spec).parent == uploads_folder():
         return SOURCES[3]
     return SOURCES[2]
 
@@ -74,7 +75,7 @@ def _original_sides(_dataset: Dataset, key: str) -> tuple[list[int], list[int]]:
 
 def original_sizes_figure(config: DataConfig) -> go.Figure:
     """Overlaid histograms of the files' original widths and heights (from headers, nothing decoded)."""
-    widths, heights = _original_sides(services.get_dataset(config), services.config_key(config))
+    widths, heights = _original_sides(services.get_dataset(config), services.dataset_key(config))
     figure = go.Figure()
     figure.add_histogram(x=widths, name="width", opacity=0.6, nbinsx=40)
     figure.add_histogram(x=heights, name="height", opacity=0.6, nbinsx=40)
@@ -87,6 +88,15 @@ def original_sizes_figure(config: DataConfig) -> go.Figure:
         margin=dict(t=20, b=10),
     )
     return figure
+
+
+def progress_reporter(bar, what: str):
+    """A progress(done, total) callback that moves an st.progress bar: "Reading headers 256/1,024"."""
+
+    def report(done: int, total: int) -> None:
+        bar.progress(min(done / max(total, 1), 1.0), text=f"{what}: {done:,} of {total:,} files")
+
+    return report
 
 
 def statistics_rows(statistics: dict) -> list[dict]:

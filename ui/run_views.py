@@ -8,16 +8,17 @@ import streamlit as st
 from streamlit.errors import StreamlitPageNotFoundError
 
 from engine.errors import UserError
-from ui import figures, services, state
+from ui import figures, run_services, services, state
 from ui.data_views import display_name
+from ui.text import plain
 
 ALL_PAIRS = "all"
-MISSING_IMAGE = np.full((96, 96, 3), 200, dtype=np.uint8)  # stands in for an undecodable item
+MISSING_IMAGE = np.full((96, 96, 3), 200, dtype=np.uint8)  # an item removed or undecodable
 
 
 def completed_runs() -> list[dict]:
     """Completed runs of the runs folder, newest first (as engine.runs.list_runs gives them)."""
-    return [run for run in services.list_runs(state.runs_dir()) if run["state"] == "completed"]
+    return [run for run in run_services.list_runs(state.runs_dir()) if run["state"] == "completed"]
 
 
 def pick_run(runs: list[dict], key: str, remembered_key: str, help: str) -> dict:
@@ -67,7 +68,9 @@ def run_label(run: dict) -> str:
 
 def no_runs_message(purpose: str) -> None:
     """Say there is nothing to work on yet and point to the Train page."""
-    st.info(f"No completed runs in {state.runs_dir()} yet; train a model first to {purpose}.")
+    st.info(
+        f"No completed runs in {plain(state.runs_dir())} yet; train a model first to {purpose}."
+    )
     try:
         st.page_link("pages/train.py", label="Train a model", icon=":material/model_training:")
     except StreamlitPageNotFoundError:  # the page runs alone (AppTest), without the router's pages
@@ -91,24 +94,25 @@ def pair_options(evaluation: dict) -> list[str]:
 
 
 def item_gallery(data_config, items: list[dict], caption, limit: int) -> None:
-    """Thumbnails of evaluation items with a caption each; names in a table when images are unavailable."""
+    """Thumbnails of evaluation items with a caption each, found by their stored ids; names in a
+    table when the dataset cannot be loaded."""
     shown = items[:limit]
     if len(items) > limit:
         st.caption(f"Showing {limit} of {len(items)}.")
     try:
-        images = services.item_images(data_config, [item["index"] for item in shown], size=96)
+        entries = services.gallery_images(data_config, shown, size=96)
     except UserError as error:
-        st.warning(f"The images cannot be shown: {error} Their names are listed instead.")
+        st.warning(f"The images cannot be shown: {plain(error)} Their names are listed instead.")
         table = pd.DataFrame(shown)[["name", "true", "predicted", "confidence", "loss"]]
         st.dataframe(
             table, hide_index=True, column_config={"confidence": percent_column("confidence")}
         )
         return
     st.image(
-        [MISSING_IMAGE if image is None else image for image in images],
+        [MISSING_IMAGE if entry.image is None else entry.image for entry in entries],
         caption=[
-            caption(item) + (" (cannot be decoded)" if image is None else "")
-            for item, image in zip(shown, images, strict=True)
+            plain(caption(item)) if entry.image is not None else plain(entry.problem)
+            for item, entry in zip(shown, entries, strict=True)
         ],
         width=96,
     )
@@ -160,6 +164,7 @@ def recent_runs_rows(runs: list[dict]) -> list[dict]:
                 "state": run.get("state"),
                 "accuracy": run_accuracy_text(run) if run.get("accuracy") is not None else None,
                 "created (UTC)": (run.get("created_at") or "")[:19].replace("T", " "),
+                "damaged": run.get("damaged"),
             }
         )
     return rows

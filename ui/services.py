@@ -1,25 +1,23 @@
 """Cached engine calls for the pages: datasets, samples, previews, runs, evaluations, predictors.
 
-Keys are small JSON strings of configs or run paths with file times, so a rerun or a page change
-never loads, decodes, evaluates or trains anything again by itself.
+Keys are small JSON strings of configs (with the dataset's load generation), so a rerun or a page
+change never loads, decodes or trains anything again by itself. Runs are read in ui/run_services.py.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import threading
-from pathlib import Path
+from collections.abc import Callable
 
 import numpy as np
 import streamlit as st
 
-from engine import runs
 from engine.config import AugmentConfig, DataConfig
-from engine.data import Dataset, default_cache_root, load_dataset
+from engine.data import Dataset, load_dataset
+from engine.data.items import ItemImage
 from engine.errors import UserError
-from engine.jsonio import atomic_write_bytes, read_json
 
 # TensorFlow's import is not safe from two threads at once (a half-initialised module is seen):
 # the warm-up thread and a page's first Keras import take turns.
@@ -30,30 +28,52 @@ def config_key(config) -> str:
     return json.dumps(dataclasses.asdict(config), sort_keys=True)
 
 
+@st.cache_resource(show_spinner=False)
+def _generations() -> dict[str, int]:
+    """How many times each dataset config was indexed again by Load, for every session alike."""
+    return {}
+
+
+# A dataset indexed outside the cache (with a progress bar) waits here for _dataset to take it:
+# a cached function must not draw, and this way the index is not built twice.
+_INDEXED: dict[str, Dataset] = {}
+
+
+def dataset_key(config: DataConfig) -> str:
+    """The cache key of a dataset: its config and its load generation, so Load re-indexes."""
+    generation = _generations().get(config_key(config), 0)
+    return json.dumps({"config": dataclasses.asdict(config), "generation": generation})
+
+
 @st.cache_resource(max_entries=4, show_spinner="Indexing the dataset...")
 def _dataset(key: str) -> Dataset:
-    return load_dataset(DataConfig(**json.loads(key)))
+    indexed = _INDEXED.pop(key, None)
+    if indexed is not None:
+        return indexed
+    return load_dataset(DataConfig(**json.loads(key)["config"]))
 
 
 def get_dataset(config: DataConfig) -> Dataset:
     """The indexed dataset (nothing decoded yet); raises UserError with the engine's sentence."""
-    return _dataset(config_key(config))
+    return _dataset(dataset_key(config))
 
 
-def prepare_with_progress(config: DataConfig) -> Dataset:
-    """Decode the dataset into the engine's disk cache once, with a progress bar the first time."""
-    dataset = get_dataset(config)
-    if not dataset.is_prepared():
-        bar = st.progress(0.0, text="Decoding images into the cache...")
-        dataset.prepare(
-            progress=lambda done, total: bar.progress(
-                done / max(total, 1), text=f"Decoding images {done:,}/{total:,}"
-            )
-        )
-        bar.empty()
-    else:
-        dataset.prepare()
-    return dataset
+def reload_dataset(
+    config: DataConfig, progress: Callable[[int, int], None] | None = None
+) -> Dataset:
+    """Index the dataset again now, so files added or removed since show, with progress(done,
+    total); every page then uses the new index. On a UserError the old index stays."""
+    dataset = load_dataset(config, progress=progress)
+    old_key = dataset_key(config)
+    generations = _generations()
+    generations[config_key(config)] = generations.get(config_key(config), 0) + 1
+    key = dataset_key(config)
+    _INDEXED[key] = dataset
+    _dataset.clear(old_key)
+    try:
+        return _dataset(key)
+    finally:
+        _INDEXED.pop(key, None)  # not taken when another Load moved the generation on meanwhile
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
@@ -63,7 +83,7 @@ def _summary(key: str, prepared: bool) -> dict:
 
 def dataset_summary(config: DataConfig) -> dict:
     dataset = get_dataset(config)
-    return _summary(config_key(config), dataset.is_prepared())
+    return _summary(dataset_key(config), dataset.is_prepared())
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
@@ -93,7 +113,7 @@ def samples(
     size: int = 96,
 ) -> list[dict]:
     """Random items of a split with their images (None for one that cannot be decoded)."""
-    return _samples(config_key(config), split, class_id, seed, count, size)
+    return _samples(dataset_key(config), split, class_id, seed, count, size)
 
 
 @st.cache_data(max_entries=256, show_spinner=False)
@@ -102,7 +122,22 @@ def _item_images(key: str, indices: tuple[int, ...], size: int) -> list[np.ndarr
 
 
 def item_images(config: DataConfig, indices: list[int], size: int = 96) -> list[np.ndarray | None]:
-    return _item_images(config_key(config), tuple(int(i) for i in indices), size)
+    """Items of today's dataset by position (the Data and Augment pages' samples)."""
+    return _item_images(dataset_key(config), tuple(int(i) for i in indices), size)
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def _gallery_images(key: str, item_ids: tuple[str, ...], size: int) -> list[ItemImage]:
+    from engine.evaluation import gallery_images
+
+    return gallery_images(_dataset(key), [{"id": item_id} for item_id in item_ids], size)
+
+
+def gallery_images(config: DataConfig, items: list[dict], size: int = 96) -> list[ItemImage]:
+    """A run's evaluation items by their stored ids (names in evaluations from before ids), never
+    by position: an item removed since has a sentence instead of an image."""
+    item_ids = tuple(str(item.get("id") or item["name"]) for item in items)
+    return _gallery_images(dataset_key(config), item_ids, size)
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
@@ -122,7 +157,7 @@ def augment_preview(
     config: DataConfig, index: int, augment: AugmentConfig, count: int, seed: int
 ) -> np.ndarray:
     """The original image followed by `count` versions made by training's augmentation layers."""
-    return _preview(config_key(config), index, config_key(augment), count, seed)
+    return _preview(dataset_key(config), index, config_key(augment), count, seed)
 
 
 @st.cache_resource(show_spinner="Asking TensorFlow which devices it sees...")
@@ -132,64 +167,6 @@ def devices() -> dict:
     with TENSORFLOW_IMPORT:
         import tensorflow  # noqa: F401
     return describe_devices()
-
-
-def list_runs(runs_dir: Path) -> list[dict]:
-    """Every run with its state; cheap (a few small JSON files each), so not cached."""
-    return runs.list_runs(runs_dir)
-
-
-def _mtime(path: Path) -> float:
-    return path.stat().st_mtime if path.exists() else 0.0
-
-
-@st.cache_data(max_entries=32, show_spinner=False)
-def _evaluation(run_dir: str, mtime: float) -> dict | None:
-    return read_json(Path(run_dir) / "evaluation.json")
-
-
-def evaluation(run_dir: Path) -> dict | None:
-    return _evaluation(str(run_dir), _mtime(Path(run_dir) / "evaluation.json"))
-
-
-@st.cache_data(max_entries=64, show_spinner=False)
-def _history(run_dir: str, mtime: float) -> tuple[list[dict], list[dict]]:
-    return runs.read_history(Path(run_dir))
-
-
-def history(run_dir: Path) -> tuple[list[dict], list[dict]]:
-    return _history(str(run_dir), _mtime(Path(run_dir) / "history.jsonl"))
-
-
-@st.cache_resource(max_entries=4, show_spinner="Loading the model...")
-def _predictor(run_dir: str, mtime: float):
-    from engine.predict import Predictor
-
-    return Predictor(run_dir)
-
-
-def predictor(run_dir: Path):
-    """The run's best model with its preprocessing, loaded once per model file version."""
-    from engine.predict import run_model_path
-
-    return _predictor(str(run_dir), _mtime(run_model_path(run_dir)))
-
-
-def save_upload(name: str, data: bytes) -> Path:
-    """Keep an uploaded zip or npz in the cache under its content hash; the engine loads it safely."""
-    suffix = Path(name).suffix.lower()
-    digest = hashlib.sha256(data).hexdigest()[:20]
-    target = default_cache_root() / "uploads" / f"{Path(name).stem[:40]}-{digest}{suffix}"
-    if not target.exists():
-        atomic_write_bytes(target, data)
-    return target
-
-
-def evaluate(run_dir: Path) -> dict:
-    """Evaluate a run now (for runs whose evaluation is missing)."""
-    from engine.evaluation import evaluate_run
-
-    return evaluate_run(run_dir)
 
 
 @st.cache_resource(show_spinner=False)
@@ -234,7 +211,7 @@ def _recipe(key: str) -> dict:
 
 def recipe(config: DataConfig) -> dict:
     """The engine's recipe for this dataset: {"kind", "config" (partial RunConfig), "notes"}."""
-    return _recipe(config_key(config))
+    return _recipe(dataset_key(config))
 
 
 def transfer_notes(model_config) -> list[str]:

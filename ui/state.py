@@ -18,7 +18,6 @@ PREDICT_RUN = "predict_run_id"
 
 
 def init_state() -> None:
-    _route_through_app()
     st.session_state.setdefault(DATA_CONFIG, dataclasses.asdict(DataConfig()))
     st.session_state.setdefault(AUGMENT_CONFIG, None)  # None: the dataset's recipe decides
     st.session_state.setdefault(TRAIN_RUN, None)
@@ -58,17 +57,3 @@ def runs_dir() -> Path:
 
 def default_run_config() -> RunConfig:
     return RunConfig(data=data_config(), augment=augment_config())
-
-
-def _route_through_app() -> None:
-    """Make a page opened first on a fresh server (a bookmark to /data) run through app.py.
-
-    Until st.navigation has been called once, Streamlit treats a pages/ folder beside the main
-    script as the old folder-based navigation and runs the page alone, without app.py's router
-    and layout. Turning that mode off and rerunning runs app.py, which keeps the same URL's page.
-    """
-    from streamlit.runtime.pages_manager import PagesManager
-
-    if PagesManager.uses_pages_directory:
-        PagesManager.uses_pages_directory = False
-        st.rerun()

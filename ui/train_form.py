@@ -13,7 +13,16 @@ import math
 import plotly.graph_objects as go
 import streamlit as st
 
-from engine.config import ModelConfig, RunConfig, TrainConfig
+from engine.config import (
+    OPTIMIZERS,
+    POOLINGS,
+    SCHEDULES,
+    TRANSFER_MODEL_NAMES,
+    TRANSFER_MODES,
+    ModelConfig,
+    RunConfig,
+    TrainConfig,
+)
 
 LR_FIND_RESULT = "train_lr_find_result"
 LR_PENDING = "train_lr_pending"  # a suggestion to put into the learning-rate box on the next run
@@ -78,9 +87,7 @@ def _custom_cnn_fields(defaults: ModelConfig) -> dict:
         "dense_units": st.select_slider(
             "Dense units", [0, 64, 128, 256, 512], defaults.dense_units, key="train_dense"
         ),
-        "pooling": st.radio(
-            "Head", ["global_average", "flatten"], key="train_pooling", horizontal=True
-        ),
+        "pooling": st.radio("Head", list(POOLINGS), key="train_pooling", horizontal=True),
     }
 
 
@@ -98,7 +105,7 @@ def _transfer_fields(defaults: ModelConfig) -> dict:
         if weights == "local file"
         else weights
     )
-    modes = ["two_phase", "feature_extraction", "fine_tuning"]
+    modes = sorted(TRANSFER_MODES, key=lambda mode: mode != "two_phase")  # two-phase first
     fields["mode"] = st.radio(
         "Mode",
         modes,
@@ -132,8 +139,8 @@ def _transfer_fields(defaults: ModelConfig) -> dict:
 
 
 def _train_fields(defaults: TrainConfig) -> dict:
-    optimizers = ["adamw", "adam", "sgd", "rmsprop"]
-    schedules = ["warmup_cosine", "cosine", "constant", "plateau"]
+    optimizers = list(OPTIMIZERS)
+    schedules = list(SCHEDULES)
     fields = {
         "epochs": st.number_input(
             "Epochs (0 = fit the time budget)", 0, 1000, defaults.epochs, key="train_epochs"
@@ -221,7 +228,7 @@ def run_summary(config: RunConfig, summary: dict, notes: list[str]) -> list[tupl
         else str(train.epochs)
     )
     model = config.model.name
-    if config.model.name in ("mobilenet_v2", "efficientnet_b0", "resnet50_v2", "vgg16"):
+    if config.model.name in TRANSFER_MODEL_NAMES:
         model += f" ({config.model.mode.replace('_', ' ')}, weights {config.model.weights})"
     rows = [
         (
