@@ -1,6 +1,6 @@
 """`python -m bench [NAME...] [--data-root DIR] [--quick] [--repeats N]`: run comparisons, write results.
 
-accuracy also takes `--budget-minutes M --seeds N --datasets NAME...`.
+accuracy also takes `--budget-minutes M --seeds N --datasets NAME... --recipes NAME...`.
 
 Runs the named comparisons (all when none is named) one after another, prints a markdown table and
 writes it to bench/results/latest.md, with the same rows as JSON in bench/results/latest.json.
@@ -19,6 +19,9 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter quiet
 
 from bench.accuracy import DATASETS as ACCURACY_DATASETS  # noqa: E402
+from bench.accuracy import NOTEBOOK_RECIPES  # noqa: E402
+
+NOTEBOOK_RECIPE_NAMES = tuple(NOTEBOOK_RECIPES)
 from bench.common import (  # noqa: E402
     DEFAULT_DATA_ROOT,
     PROJECT_ROOT,
@@ -84,6 +87,14 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
         help=f"accuracy: datasets to compare on, any of {', '.join(ACCURACY_DATASETS)} "
         "(default: all)",
     )
+    parser.add_argument(
+        "--recipes",
+        nargs="+",
+        choices=NOTEBOOK_RECIPE_NAMES,
+        metavar="RECIPE",
+        help="accuracy: notebook recipes to compare with, any of "
+        f"{', '.join(NOTEBOOK_RECIPE_NAMES)} (default: all; default and tutorial always run)",
+    )
     arguments = parser.parse_args(argv)
     unknown = [name for name in arguments.names if name not in COMPARISONS]
     if unknown:
@@ -137,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         "budget_minutes": arguments.budget_minutes,
         "seeds": arguments.seeds,
         "datasets": arguments.datasets,
+        "recipes": arguments.recipes,
     }
     for name in names:
         print(f"== {name}", flush=True)
@@ -172,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
             ),
             *([f"--seeds {arguments.seeds}"] if arguments.seeds else []),
             *(["--datasets", *arguments.datasets] if arguments.datasets else []),
+            *(["--recipes", *arguments.recipes] if arguments.recipes else []),
         ]
     )
     machine |= {

@@ -282,7 +282,7 @@ def dataset_rows(dataset: str, runs: dict[str, list[dict]], budget_minutes: floa
         f"{budget_minutes:g}-minute budget per run"
     )
     rows = []
-    for recipe in NOTEBOOK_RECIPES:
+    for recipe in (name for name in runs if name != "default"):
         default_values = [run["test_accuracy"] for run in finished["default"]]
         other_values = [run["test_accuracy"] for run in finished[recipe]]
         rows.append(
@@ -327,8 +327,15 @@ def run(
     budget_minutes: float | None = None,
     seeds: int | None = None,
     datasets: list[str] | None = None,
+    recipes: list[str] | None = None,
 ) -> list[dict]:
-    """Every recipe x dataset x seed; `repeats` does not apply (the seeds are the repeats)."""
+    """Every recipe x dataset x seed; `repeats` does not apply (the seeds are the repeats).
+
+    `recipes` narrows the notebook recipes; default and tutorial always run (the time-to-accuracy
+    row compares them)."""
+    chosen = tuple(
+        recipe for recipe in RECIPES if recipe in {"default", "tutorial", *(recipes or RECIPES)}
+    )
     budget = budget_minutes or (QUICK_BUDGET_MINUTES if quick else DEFAULT_BUDGET_MINUTES)
     seed_values = [FIRST_SEED + i for i in range(seeds or (1 if quick else DEFAULT_SEEDS))]
     rows: list[dict] = []
@@ -336,11 +343,11 @@ def run(
     with scratch_space("bench-accuracy-") as scratch:  # one decoded cache shared by all runs
         for dataset in datasets or DATASETS:
             spec = dataset_spec(data_root, dataset, quick, scratch)
-            runs: dict[str, list[dict]] = {recipe: [] for recipe in RECIPES}
+            runs: dict[str, list[dict]] = {recipe: [] for recipe in chosen}
             epochs: dict[str, int] = {}  # fitted in the first seed's run, reused by the others
             for position, seed in enumerate(seed_values):
-                shift = position % len(RECIPES)  # who goes first rotates, so drift hits all alike
-                for recipe in RECIPES[shift:] + RECIPES[:shift]:
+                shift = position % len(chosen)  # who goes first rotates, so drift hits all alike
+                for recipe in chosen[shift:] + chosen[:shift]:
                     print(f"  {dataset}, {recipe} recipe, seed {seed}: {budget:g} min", flush=True)
                     job = {
                         "dataset": dataset,

@@ -26,6 +26,50 @@ class ClipPixels(layers.Layer):
         return input_shape
 
 
+@keras.saving.register_keras_serializable(package="studio")
+class RandomResizedCrop(layers.Layer):
+    """A random crop of min_area to all of the image's area, aspect ratio 3:4 to 4:3, resized
+    back to the input's size: one bilinear resample per image, cheaper than zoom plus shift."""
+
+    def __init__(self, min_area: float, seed: int | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.min_area = float(min_area)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, inputs: Any, training: bool = True) -> Any:
+        if not training:
+            return inputs
+        images = tf.convert_to_tensor(inputs)
+        batch = tf.shape(images)[0]
+        height, width = tf.shape(images)[1], tf.shape(images)[2]
+        area = keras.random.uniform((batch,), self.min_area, 1.0, seed=self.seed_generator)
+        log_ratio = keras.random.uniform(
+            (batch,), np.log(3 / 4), np.log(4 / 3), seed=self.seed_generator
+        )
+        ratio = tf.exp(log_ratio)
+        aspect = tf.cast(width, tf.float32) / tf.cast(height, tf.float32)
+        # Box sides as fractions of the image's height and width; ratio is width over height.
+        box_height = tf.minimum(tf.sqrt(area / ratio * aspect), 1.0)
+        box_width = tf.minimum(tf.sqrt(area * ratio / aspect), 1.0)
+        top = keras.random.uniform((batch,), seed=self.seed_generator) * (1.0 - box_height)
+        left = keras.random.uniform((batch,), seed=self.seed_generator) * (1.0 - box_width)
+        boxes = tf.stack([top, left, top + box_height, left + box_width], axis=1)
+        return tf.image.crop_and_resize(
+            tf.cast(images, tf.float32),
+            boxes,
+            tf.range(batch),
+            tf.stack([height, width]),
+            method="bilinear",
+        )
+
+    def compute_output_shape(self, input_shape: tuple) -> tuple:
+        return input_shape
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "min_area": self.min_area, "seed": self.seed}
+
+
 def build_augmentation(
     config: AugmentConfig, image_size: int, seed: int | None = None
 ) -> keras.Sequential | None:
@@ -61,6 +105,8 @@ def augmentation_layers(
         else:
             mode = "horizontal" if config.horizontal_flip else "vertical"
         chosen.append(layers.RandomFlip(mode, seed=next_seed(), **common))
+    if config.resized_crop:
+        chosen.append(RandomResizedCrop(1.0 - config.resized_crop, seed=next_seed(), **common))
     if config.rotation:
         chosen.append(layers.RandomRotation(config.rotation, seed=next_seed(), **geometric))
     if config.zoom:
@@ -98,6 +144,11 @@ def check_config(config: AugmentConfig) -> None:
         value = getattr(config, name)
         if not 0 <= value <= 1:
             raise UserError(f"The augmentation {name} must be between 0 and 1, not {value}.")
+    if not 0 <= config.resized_crop < 1:
+        raise UserError(
+            "The augmentation resized_crop (the largest share of the area a random crop cuts "
+            f"away) must be at least 0 and below 1, not {config.resized_crop}."
+        )
     if not 0 <= config.random_crop < 1:
         raise UserError(
             f"The augmentation random_crop must be at least 0 and below 1, not {config.random_crop}."
@@ -105,20 +156,40 @@ def check_config(config: AugmentConfig) -> None:
 
 
 def apply_to_dataset(
-    dataset: tf.data.Dataset, augmentation: keras.Sequential | None
+    dataset: tf.data.Dataset,
+    augmentation: keras.Sequential | None,
+    mixup: float = 0.0,
+    seed: int | None = None,
 ) -> tf.data.Dataset:
-    """Map batched (images, labels) to (augmentation(images, training=True), labels); None passes through.
+    """Map batched (images, one-hot labels) to augmented ones; None and mixup 0 pass through.
+
+    mixup > 0 blends each image and its label with the next one in the batch, by a weight drawn
+    from Beta(mixup, mixup) per image (Zhang et al., 2018).
 
     The map runs one batch at a time: the random layers keep their state in a seed generator, and
     parallel calls would advance it in a different order on every run, so the same seed would not
-    give the same augmentations. A batch's augmentation costs far less than its training step, and
-    prefetch overlaps the two.
+    give the same augmentations. prefetch overlaps a batch's augmentation with the training step.
     """
-    if augmentation is None:
+    if augmentation is None and not mixup:
         return dataset
+    if mixup < 0:
+        raise UserError(f"The mixup strength must be 0 (off) or more, not {mixup}.")
+    seed_generator = keras.random.SeedGenerator(None if seed is None else seed + 1000)
 
     def augment(images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        return augmentation(tf.cast(images, tf.float32), training=True), labels
+        images = tf.cast(images, tf.float32)
+        if augmentation is not None:
+            images = augmentation(images, training=True)
+        if mixup:
+            labels = tf.cast(labels, tf.float32)
+            batch = tf.shape(images)[0]
+            weight = keras.random.beta((batch,), mixup, mixup, seed=seed_generator)
+            weight = tf.maximum(weight, 1.0 - weight)  # the image keeps the larger share
+            images = weight[:, None, None, None] * images + (1.0 - weight[:, None, None, None]) * (
+                tf.roll(images, 1, axis=0)
+            )
+            labels = weight[:, None] * labels + (1.0 - weight[:, None]) * tf.roll(labels, 1, 0)
+        return images, labels
 
     return dataset.map(augment, num_parallel_calls=None).prefetch(tf.data.AUTOTUNE)
 

@@ -120,3 +120,56 @@ def test_apply_to_dataset_keeps_shapes_and_labels_and_varies_per_epoch():
     )
     assert not np.array_equal(first_epoch[0][0], second_epoch[0][0])
     assert augment.apply_to_dataset(dataset, None) is dataset
+
+
+def test_resized_crop_keeps_size_varies_by_image_and_repeats_with_its_seed():
+    image = asymmetric_image(24, 36)
+    config = AugmentConfig(resized_crop=0.7)
+    first = augment.preview(image, config, 4, seed=3)
+    again = augment.preview(image, config, 4, seed=3)
+    other = augment.preview(image, config, 4, seed=4)
+    assert first.shape == (4, 24, 36, 3) and first.dtype == np.uint8
+    assert np.array_equal(first, again)
+    assert not np.array_equal(first, other)
+    assert len({version.tobytes() for version in first}) == 4
+    # A crop resized back never invents values outside the image's range.
+    assert first.min() >= image.min() and first.max() <= image.max()
+
+
+def test_resized_crop_passes_images_through_outside_training():
+    layer = augment.RandomResizedCrop(0.3, seed=0)
+    batch = tf.constant(np.stack([asymmetric_image()] * 2), tf.float32)
+    assert layer(batch, training=True).shape == batch.shape
+    assert not np.allclose(layer(batch, training=True).numpy(), batch.numpy())
+    assert np.array_equal(layer(batch, training=False).numpy(), batch.numpy())
+
+
+def test_resized_crop_is_refused_outside_its_range():
+    with pytest.raises(UserError, match="resized_crop"):
+        augment.build_augmentation(AugmentConfig(resized_crop=1.0), 16)
+
+
+def test_mixup_blends_images_and_labels_by_the_same_weight():
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 255, (6, 8, 8, 3)).astype(np.float32)
+    labels = np.eye(3, dtype=np.float32)[[0, 1, 2, 0, 1, 2]]
+    data = tf.data.Dataset.from_tensor_slices((images, labels)).batch(6)
+    mixed_images, mixed_labels = next(iter(augment.apply_to_dataset(data, None, mixup=0.4, seed=1)))
+    mixed_images, mixed_labels = mixed_images.numpy(), mixed_labels.numpy()
+    assert np.allclose(mixed_labels.sum(axis=1), 1.0)
+    rolled = np.roll(np.arange(6), 1)
+    for index in range(6):
+        weight = mixed_labels[index, labels[index].argmax()]
+        if labels[index].argmax() == labels[rolled[index]].argmax():
+            continue
+        assert 0.5 <= weight <= 1.0  # each image keeps the larger share
+        expected = weight * images[index] + (1 - weight) * images[rolled[index]]
+        assert np.allclose(mixed_images[index], expected, atol=1e-3)
+    again = next(iter(augment.apply_to_dataset(data, None, mixup=0.4, seed=1)))[1].numpy()
+    assert np.array_equal(mixed_labels, again)
+
+
+def test_mixup_is_refused_below_zero():
+    data = tf.data.Dataset.from_tensor_slices((np.zeros((2, 4, 4, 3)), np.eye(2))).batch(2)
+    with pytest.raises(UserError, match="mixup"):
+        augment.apply_to_dataset(data, None, mixup=-0.1)

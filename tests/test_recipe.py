@@ -90,7 +90,7 @@ def test_photos_get_the_residual_cnn_with_photo_augmentation_and_a_time_budget(t
     assert chosen.config["model"]["name"] == "residual_cnn"
     assert chosen.config["data"]["image_size"] == 96
     assert chosen.config["augment"]["horizontal_flip"] is True
-    assert chosen.config["augment"]["zoom"] > 0
+    assert chosen.config["augment"]["resized_crop"] > 0
     train = chosen.config["train"]
     assert train["epochs"] == 0 and train["time_budget_minutes"] > 0
     assert (train["optimizer"], train["schedule"], train["ema"]) == ("adamw", "warmup_cosine", True)
@@ -135,11 +135,12 @@ def test_transfer_learning_when_weights_are_available_and_a_notice_when_not(tmp_
 def test_what_the_user_sets_wins_over_the_recipe(tmp_path):
     dataset = colour_photos(tmp_path / "photos", 96)
     config, chosen = recipe.resolve(
-        dataset, {"model": {"name": "tutorial_cnn"}, "train": {"epochs": 7}, "augment": {"zoom": 0}}
+        dataset,
+        {"model": {"name": "tutorial_cnn"}, "train": {"epochs": 7}, "augment": {"resized_crop": 0}},
     )
     assert isinstance(config, RunConfig)
     assert config.model.name == "tutorial_cnn"
     assert config.train.epochs == 7
-    assert config.augment.zoom == 0
+    assert config.augment.resized_crop == 0
     assert config.augment.horizontal_flip is True  # the rest of the recipe stays
     assert config.train.optimizer == chosen.config["train"]["optimizer"]

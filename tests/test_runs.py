@@ -146,7 +146,9 @@ def test_cancel_stops_the_run_and_keeps_the_best_model(tmp_path):
     status = runs.wait_for(run_dir, timeout=30)
     assert status["state"] == "cancelled"
     assert time.monotonic() - asked < 10
-    assert not processes.process_alive(status["pid"]) or runs.wait_for(run_dir)["state"] == "cancelled"
+    assert (
+        not processes.process_alive(status["pid"]) or runs.wait_for(run_dir)["state"] == "cancelled"
+    )
     assert (run_dir / "best.keras").is_file()
     assert status["epochs_done"] < 200
 
