@@ -55,9 +55,6 @@ def digits_run(tmp_path_factory) -> Path:
     assert result.returncode == 0, result.stderr[-3000:]
     run_dir = Path(result.stdout.strip().splitlines()[-1])
     assert run_dir.parent == runs_dir
-    os.environ["STUDIO_CACHE_DIR"] = str(
-        cache
-    )  # later evaluate/predict calls reuse the decoded cache
     return run_dir
 
 
@@ -146,9 +143,10 @@ def test_cancel_stops_the_run_and_keeps_the_best_model(tmp_path):
     status = runs.wait_for(run_dir, timeout=30)
     assert status["state"] == "cancelled"
     assert time.monotonic() - asked < 10
-    assert (
-        not processes.process_alive(status["pid"]) or runs.wait_for(run_dir)["state"] == "cancelled"
-    )
+    # The trainer process itself ends, not only its status.
+    while processes.process_alive(status["pid"]) and time.monotonic() - asked < 20:
+        time.sleep(0.1)
+    assert not processes.process_alive(status["pid"])
     assert (run_dir / "best.keras").is_file()
     assert status["epochs_done"] < 200
 
