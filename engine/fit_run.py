@@ -43,7 +43,7 @@ def _fit(config: RunConfig, run_dir: Path, cancel_flag: dict, echo: TextIO | Non
         mixed_precision=mixed,
         phase="indexing data",
     )
-    dataset = load_dataset(config.data)
+    dataset = load_dataset(config.data, progress=_index_progress(run_dir, echo))
     dataset.prepare(progress=_decode_progress(run_dir, cancel_flag, echo))
     write_json(run_dir / "load_report.json", dataset.report())
     write_json(run_dir / "data_manifest.json", dataset.manifest())
@@ -130,6 +130,21 @@ class _PhaseStatus(keras.callbacks.Callback):
 
     def on_phase(self, name: str, model) -> None:
         runs.update_status(self.run_dir, phase=name, parameters=models.count_parameters(model))
+
+
+def _index_progress(run_dir: Path, echo: TextIO | None):
+    """Status (and, for large folders, a terminal line) while the files' headers are read."""
+    last = [0.0]
+
+    def progress(done: int, total: int) -> None:
+        now = time.monotonic()
+        if now - last[0] > STATUS_INTERVAL_SECONDS or done == total:
+            last[0] = now
+            runs.update_status(run_dir, phase=f"reading file headers {done}/{total}")
+            if echo and total >= 5000:
+                print(f"reading file headers {done}/{total}", file=echo, flush=True)
+
+    return progress
 
 
 def _decode_progress(run_dir: Path, cancel_flag: dict, echo: TextIO | None):

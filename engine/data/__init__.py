@@ -49,7 +49,7 @@ def load_source(
         return load_tfds_source(spec[len("tfds:") :], config, cache_root, progress)
     path = Path(spec).expanduser()
     if spec.lower().endswith(".zip"):
-        return load_zip_source(str(path), cache_root)
+        return load_zip_source(str(path), cache_root, progress=progress)
     if spec.lower().endswith(".npz"):
         return load_npz_source(str(path))
     if not path.exists():

@@ -14,7 +14,7 @@ import os
 import shutil
 import tempfile
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,10 +22,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from engine.data.cache import Progress
 from engine.data.images import ImageError, open_image, read_header
 from engine.data.sources import RawSource
 
-Progress = Callable[[int, int], None]  # (done, total)
 STORE_FORMAT = 1
 
 

@@ -37,7 +37,9 @@ UTF8_FLAG = 0x800  # zip flag bit 11: the name is UTF-8; without it the name is 
 ENCRYPTED_FLAG = 0x1
 
 
-def load_zip_source(path: str, cache_root: Path, max_bytes: int = MAX_ZIP_BYTES) -> RawSource:
+def load_zip_source(
+    path: str, cache_root: Path, max_bytes: int = MAX_ZIP_BYTES, progress=None
+) -> RawSource:
     """A .zip of a class-subfolder tree, extracted safely once into the cache."""
     file = Path(path)
     if not file.is_file():
@@ -52,7 +54,7 @@ def load_zip_source(path: str, cache_root: Path, max_bytes: int = MAX_ZIP_BYTES)
             skipped = extract_zip_safely(file, target, max_bytes)
         os.utime(target)  # its time of last use, for eviction
     evict_extractions(folder, keep=target)
-    source = load_folder_source(str(target), kind="zip", spec=str(path))
+    source = load_folder_source(str(target), kind="zip", spec=str(path), progress=progress)
     source.skipped = skipped + source.skipped
     source.fingerprint = source_hash("zip", key, source.fingerprint)
     return source
