@@ -9,70 +9,23 @@ import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault(
-    "TF_CPP_MIN_LOG_LEVEL", "2"
-)  # keep TensorFlow's start-up chatter off the terminal
+# Keep TensorFlow's start-up chatter off the terminal.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from engine import distributed  # noqa: E402
+from engine.cli_parser import build_parser  # noqa: E402
 from engine.config import RunConfig  # noqa: E402
 from engine.errors import UserError  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m engine", description="Image Classification Studio engine."
-    )
-    commands = parser.add_subparsers(dest="command", required=True)
-
-    train = commands.add_parser(
-        "train", help="train a model in this process; prints the run directory last"
-    )
-    _add_config_flags(train)
-    train.add_argument("--runs-dir", type=Path, help="where run folders go (default: runs/)")
-    train.add_argument(
-        "--run-dir", type=Path, help=argparse.SUPPRESS
-    )  # a run created by the dashboard
-
-    lr_find = commands.add_parser(
-        "lr-find",
-        help="sweep the learning rate over a short fit; prints JSON with a suggestion last",
-    )
-    _add_config_flags(lr_find)
-    lr_find.add_argument("--steps", type=int, default=100, help="training steps in the sweep")
-
-    evaluate = commands.add_parser(
-        "evaluate", help="evaluate a run's model on its test split (validation without one)"
-    )
-    evaluate.add_argument("run_dir", type=Path)
-    evaluate.add_argument(
-        "--tta", action="store_true", help="average each image's and its mirror's probabilities"
-    )
-
-    predict = commands.add_parser("predict", help="top-k predictions for image files, as JSON")
-    predict.add_argument("run_dir", type=Path)
-    predict.add_argument("images", nargs="+", type=Path)
-    predict.add_argument("--top-k", type=int, default=5)
-    predict.add_argument(
-        "--tta", action="store_true", help="average each image's and its mirror's probabilities"
-    )
-
-    info = commands.add_parser("info", help="a dataset summary as JSON")
-    info.add_argument("spec")
-    info.add_argument("--image-size", type=int, default=0)
-
-    commands.add_parser("models", help="the models you can train")
-
-    runs_command = commands.add_parser("runs", help="list runs and their state")
-    runs_command.add_argument("--runs-dir", type=Path)
-
-    cancel = commands.add_parser("cancel", help="ask a run to stop at its next batch")
-    cancel.add_argument("run_dir", type=Path)
-
-    args = parser.parse_args(argv)
-    from engine.devices import quiet_tensorflow_start
-
-    if args.command in ("train", "lr-find", "evaluate", "predict"):
-        quiet_tensorflow_start(verbose=getattr(args, "verbose", False))
+    args = build_parser().parse_args(argv)
     try:
+        if args.command == "train" and args.local_workers is not None:
+            distributed.check_local_workers(args.local_workers)
+        if args.command in ("train", "lr-find") and not getattr(args, "run_dir", None):
+            args.user = user_values(args)  # a wrong value is refused before TensorFlow starts
+        _start_tensorflow(args)
         return COMMANDS[args.command](args)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -82,31 +35,27 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-def _add_config_flags(command: argparse.ArgumentParser) -> None:
-    command.add_argument(
-        "--dataset", help="digits, tfds:NAME, a folder, a .zip or a .npz (default: digits)"
-    )
-    command.add_argument("--model", help="a model name from `python -m engine models`")
-    command.add_argument("--epochs", type=int, help="0 fits them to the time budget")
-    command.add_argument("--batch-size", type=int)
-    command.add_argument("--image-size", type=int)
-    command.add_argument("--learning-rate", type=float)
-    command.add_argument("--seed", type=int)
-    command.add_argument(
-        "--config",
-        type=Path,
-        help="a run config JSON (whole or partial); the flags above override it, the data's "
-        "recipe fills the rest",
-    )
-    command.add_argument(
-        "--verbose", action="store_true", help="show TensorFlow's start-up messages"
-    )
+def _start_tensorflow(args: argparse.Namespace) -> None:
+    """Start TensorFlow, quietly, where the command needs it before anything else.
+
+    A cluster's worker joins its cluster first; a launcher of local workers keeps off the GPUs
+    (its workers use them); a plain `train` leaves it to engine.training, which starts it once
+    the run's turn in the queue has come, unless --verbose asks to see the start-up.
+    """
+    from engine.devices import quiet_tensorflow_start
+
+    verbose = getattr(args, "verbose", False)
+    if args.command in ("lr-find", "evaluate", "predict"):
+        quiet_tensorflow_start(verbose)
+    elif args.command == "train" and args.local_workers is not None:
+        quiet_tensorflow_start(verbose, devices=False)
+    elif args.command == "train" and (verbose or distributed.in_cluster()):
+        quiet_tensorflow_start(verbose, multi_worker=distributed.in_cluster())
 
 
-def resolved_config(args: argparse.Namespace):
-    """The data's recipe, with the config file's values and then the flags on top."""
-    from engine.data import load_dataset
-    from engine.recipe import default_weights_check, merge, resolve
+def user_values(args: argparse.Namespace) -> dict:
+    """The config file's values with the flags' on top, each checked; the recipe fills the rest."""
+    from engine.recipe import merge
 
     user = RunConfig.load_partial(args.config) if args.config else {}
     flags: dict[str, dict] = {"data": {}, "model": {}, "train": {}}
@@ -122,31 +71,60 @@ def resolved_config(args: argparse.Namespace):
         if getattr(args, flag) is not None:
             flags[section][key] = getattr(args, flag)
     user = merge(user, {section: values for section, values in flags.items() if values})
+    RunConfig.from_dict(user).validate()
+    return user
+
+
+def resolved_config(args: argparse.Namespace):
+    """The data's recipe, with the config file's values and then the flags on top."""
+    from engine.data import load_dataset
+    from engine.recipe import default_weights_check, resolve
+
+    user = args.user if hasattr(args, "user") else user_values(args)
     data_only = RunConfig.from_dict({"data": user.get("data", {})})
     dataset = load_dataset(data_only.data)
     config, recipe = resolve(dataset, user, default_weights_check)
-    _check_model_name(config.model.name)
-    return config, recipe
+    return config.validate(), recipe
 
 
 def run_train(args: argparse.Namespace) -> int:
     from engine import runs
-    from engine.jsonio import read_json
-    from engine.training import train_run
 
+    # A cluster's chief (or a launcher of local workers) writes the run folder; another worker
+    # trains into a throwaway one.
+    local = args.local_workers is not None
+    workers = args.local_workers if local else distributed.worker_count()
+    writes_run = local or distributed.is_chief()
     if args.run_dir:
         run_dir = args.run_dir
     else:
         config, recipe = resolved_config(args)
+        distributed.check_config(config, workers)
         for note in recipe.notes:
             print(f"recipe: {note}", file=sys.stderr, flush=True)
         from engine.recipe import describe
 
         print(f"using: {describe(config)}", file=sys.stderr, flush=True)
+        if not writes_run:
+            with distributed.scratch_run_dir(config) as run_dir:
+                return _train_and_report(run_dir, writes_run=False)
         run_dir = runs.create_run(config, args.runs_dir)
         print(f"run {run_dir.name}: training {config.model.name} on {config.data.spec}", flush=True)
+    if local:
+        return distributed.launch_local_workers(run_dir, args.local_workers, args.verbose)
+    if workers > 1:
+        runs.update_status(run_dir, workers=workers)
+    return _train_and_report(run_dir)
+
+
+def _train_and_report(run_dir: Path, writes_run: bool = True) -> int:
+    from engine.jsonio import read_json
+    from engine.training import train_run
+
     started = time.monotonic()
     status = train_run(run_dir, echo=sys.stderr)
+    if status.get("state") == "completed" and distributed.in_cluster():
+        distributed.wait_for_every_worker()
     evaluation = read_json(run_dir / "evaluation.json") or {}
     summary = {
         "state": status.get("state"),
@@ -158,9 +136,12 @@ def run_train(args: argparse.Namespace) -> int:
         "seconds": round(time.monotonic() - started, 1),
     }
     print(json.dumps(summary), flush=True)
-    if status.get("error"):
-        print(f"error: {status['error']}", file=sys.stderr)
-    print(run_dir, flush=True)
+    error = status.get("error")
+    if error and not writes_run and "UnavailableError" in error:
+        error = "This worker lost the cluster: the chief ended, was cancelled or failed."
+    if error:
+        print(f"error: {error}", file=sys.stderr)
+    print(run_dir if writes_run else "(a worker: the chief writes the run folder)", flush=True)
     return 0 if status.get("state") == "completed" else 1
 
 
@@ -186,33 +167,15 @@ def run_lr_find(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_model_name(name: str) -> None:
-    from engine.models import list_models
-
-    names = [model["name"] for model in list_models()]
-    if name not in names:
-        raise UserError(f"Unknown model '{name}'; choose one of {', '.join(names)}.")
-
-
 def run_evaluate(args: argparse.Namespace) -> int:
     from engine.evaluation import evaluate_run
 
     result = evaluate_run(args.run_dir, tta=args.tta)
-    brief = {
-        key: result[key]
-        for key in (
-            "split",
-            "split_label",
-            "model_file",
-            "tta",
-            "count",
-            "accuracy",
-            "top_k",
-            "top_k_accuracy",
-            "misclassified_count",
-            "classes_without_images",
-        )
-    }
+    keys = (
+        "split split_label model_file tta count accuracy top_k top_k_accuracy "
+        "misclassified_count classes_without_images"
+    )
+    brief = {key: result[key] for key in keys.split()}
     brief["macro_f1"] = result["macro_avg"]["f1-score"]
     print(json.dumps(brief, indent=2))
     for warning in result["warnings"]:
@@ -232,16 +195,20 @@ def run_predict(args: argparse.Namespace) -> int:
 
 
 def run_info(args: argparse.Namespace) -> int:
-    from engine.config import DataConfig
     from engine.data import load_dataset
 
-    dataset = load_dataset(DataConfig(spec=args.spec, image_size=args.image_size))
-    print(json.dumps(dataset.summary(), indent=2, default=str))
+    data = RunConfig().replace(
+        data={"spec": args.spec, "image_size": args.image_size, "max_pixels": args.max_pixels}
+    )
+    dataset = load_dataset(data.validate().data)
+    from engine.data.statistics import without_oversized
+
+    print(json.dumps(without_oversized(dataset.summary(), dataset), indent=2, default=str))
     return 0
 
 
 def run_models(args: argparse.Namespace) -> int:
-    from engine.models import list_models
+    from engine.registry import list_models
 
     for model in list_models():
         print(f"{model['name']:<18} {model['family']:<13} {model['description']}")
@@ -258,7 +225,8 @@ def run_runs(args: argparse.Namespace) -> int:
             # The split is named so a validation number never reads as a test one.
             name = f"{run['accuracy_split']} accuracy" if run["accuracy_split"] else "accuracy"
             headline = f"{name} {run['accuracy'] * 100:.2f} %"
-        print(f"{run['run_id']:<60} {run['state']:<10} {headline}")
+        damaged = f"  (damaged: {run['damaged']})" if run.get("damaged") else ""
+        print(f"{run['run_id']:<60} {run['state']:<10} {headline}{damaged}")
     return 0
 
 

@@ -1,6 +1,8 @@
 """Frozen dataclasses for data, augmentation, model and training, with a JSON round-trip.
 
 A run's `config.json` is `RunConfig.to_dict()`; `RunConfig.from_dict(json.load(...))` rebuilds it.
+`RunConfig.validate()` refuses a value out of its range with one sentence, before a run folder is
+made; `RunConfig.load` refuses a file that is no run config (a list, null, 1e400, NaN...).
 """
 
 from __future__ import annotations
@@ -13,19 +15,30 @@ from typing import Any
 
 from engine.errors import UserError
 
+# The model names are the registry's (one spec per model), exported here with the other lists.
+from engine.registry import MODEL_FAMILIES, MODEL_NAMES, TRANSFER_MODEL_NAMES  # noqa: F401
+
+# The words a config may use, and the limits of its numbers (RunConfig.validate checks them).
+RESIZE_MODES = ("squash", "crop")
+POOLINGS = ("global_average", "flatten")
+TRANSFER_MODES = ("feature_extraction", "fine_tuning", "two_phase")
+OPTIMIZERS = ("adamw", "adam", "sgd", "rmsprop")
+SCHEDULES = ("warmup_cosine", "cosine", "constant", "plateau")
+IMAGE_SIZE_RANGE = (8, 1024)  # the square side in pixels; 0 means "pick one from the data"
+MAX_SEED = 2**32 - 1  # numpy's and Keras's seeds are unsigned 32-bit
+MAX_EPOCHS = 100_000
+MAX_BATCH_SIZE = 65_536
+
 
 @dataclass(frozen=True)
 class DataConfig:
     spec: str = "digits"  # digits, tfds:NAME, a folder, a .zip or a .npz
-    image_size: int = (
-        0  # square side fed to the model; 0 picks one from the data (see data.auto_image_size)
-    )
-    resize: str = (
-        "squash"  # squash (like image_dataset_from_directory) or crop (centre crop to square)
-    )
-    validation_fraction: float = (
-        0.15  # taken from train, stratified, when the source has no validation split
-    )
+    # Square side fed to the model; 0 picks one from the data (see data.auto_image_size)
+    image_size: int = 0
+    # squash (like image_dataset_from_directory) or crop (centre crop to square)
+    resize: str = "squash"
+    # Taken from train, stratified, when the source has no validation split
+    validation_fraction: float = 0.15
     test_fraction: float = 0.15  # taken from train, stratified, when the source has no test split
     split_seed: int = 42  # the same seed gives the same split
     data_dir: str = ""  # tfds data_dir; empty means tfds' default (~/tensorflow_datasets)
@@ -45,6 +58,12 @@ class AugmentConfig:
     brightness: float = 0.0  # fraction of the value range, as keras.layers.RandomBrightness
     contrast: float = 0.0  # as keras.layers.RandomContrast
     random_crop: float = 0.0  # fraction of the side cropped away at random, then resized back
+    # Random resized crop (as torchvision's and Inception's): a crop that cuts away up to this
+    # share of the area, aspect ratio 3:4 to 4:3, anywhere in the image, resized back. 0 = off.
+    resized_crop: float = 0.0
+    # mixup (Zhang et al., 2018): images and labels of a batch blended with weights drawn from
+    # Beta(mixup, mixup); 0 = off. Training batches only; the preview does not show it.
+    mixup: float = 0.0
 
     @property
     def enabled(self) -> bool:
@@ -62,19 +81,16 @@ class ModelConfig:
     dropout: float = 0.3
     dense_units: int = 128
     pooling: str = "global_average"  # global_average or flatten
-    stem_size: int = (
-        64  # stride-2 stem convolutions halve larger inputs to this side first; 0 = none
-    )
+    # Stride-2 stem convolutions halve larger inputs to this side first; 0 = none
+    stem_size: int = 64
     # transfer learning from keras.applications
     weights: str = "imagenet"  # imagenet, none, or the path of a local weights file
     mode: str = "feature_extraction"  # feature_extraction, fine_tuning or two_phase
-    fine_tune_layers: int = (
-        0  # 0: from the architecture's default block; N > 0: the top N layers of the base
-    )
+    # 0: from the architecture's default block; N > 0: the top N layers of the base
+    fine_tune_layers: int = 0
     fine_tune_from: str = ""  # unfreeze from this named layer on (wins over fine_tune_layers), such as VGG16's block5_conv3
-    fine_tune_learning_rate_factor: float = (
-        0.1  # fine-tuning learning rate = learning_rate * factor
-    )
+    # fine-tuning learning rate = learning_rate * factor
+    fine_tune_learning_rate_factor: float = 0.1
     head_epochs: int = 0  # two_phase: epochs with the base frozen; 0 means half of the epochs
     head_dropout: float = 0.2
 
@@ -87,17 +103,15 @@ class TrainConfig:
     optimizer: str = "adamw"  # adamw, adam, sgd or rmsprop
     learning_rate: float = 2e-3  # the peak learning rate (after warm-up)
     weight_decay: float = 0.05  # decoupled, as AdamW; 0 turns it off
-    schedule: str = (
-        "warmup_cosine"  # warmup_cosine, cosine, constant, or plateau (halve on a val_loss plateau)
-    )
+    # warmup_cosine, cosine, constant, or plateau (halve on a val_loss plateau)
+    schedule: str = "warmup_cosine"
     warmup_epochs: float = 2.0  # warmup_cosine: linear warm-up, at most a fifth of the steps
     early_stopping_patience: int = 0  # epochs without val_loss improvement; 0 turns it off
     class_weights: bool = False  # weight classes by inverse frequency
     label_smoothing: float = 0.1
     ema: bool = True  # validate, keep and evaluate an exponential moving average of the weights
-    ema_momentum: float = (
-        0.0  # 0 picks it from the run's length: an average over about 5% of the steps
-    )
+    # 0 picks it from the run's length: an average over about 5% of the steps
+    ema_momentum: float = 0.0
     seed: int = 42
     mixed_precision: bool = False  # used only on a GPU
     steps_per_execution: int = 1
@@ -116,6 +130,11 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, value: dict[str, Any]) -> RunConfig:
+        if not isinstance(value, dict):
+            raise UserError(
+                f"The run config must be a JSON object with data, augment, model and train "
+                f"sections, not {_json_kind(value)}."
+            )
         unknown = set(value) - {item.name for item in fields(cls)}
         if unknown:
             raise UserError(
@@ -127,33 +146,26 @@ class RunConfig:
             parts[item.name] = section_from_dict(section_type, value.get(item.name, {}), item.name)
         return cls(**parts)
 
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2)
-
-    @classmethod
-    def from_json(cls, text: str) -> RunConfig:
-        return cls.from_dict(json.loads(text))
-
     @classmethod
     def load(cls, path: str | Path) -> RunConfig:
-        try:
-            return cls.from_json(Path(path).read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise UserError(f"The config file {path} does not exist; check the path.") from None
-        except json.JSONDecodeError as error:
-            raise UserError(
-                f"The config file {path} is not valid JSON ({error.msg} at line {error.lineno}); fix it and retry."
-            ) from None
+        """A config file, refused with a sentence when it is unreadable, not JSON or out of range."""
+        return cls.from_dict(_read_config_file(path)).validate()
 
     @staticmethod
     def load_partial(path: str | Path) -> dict[str, Any]:
-        """A config file as written, sections and keys checked but nothing filled in."""
-        config = RunConfig.load(path)  # refuses unknown sections, keys and bad values
-        value = json.loads(Path(path).read_text(encoding="utf-8"))
+        """A config file as written, sections, keys and values checked but nothing filled in."""
+        value = _read_config_file(path)
+        config = RunConfig.from_dict(value).validate()
         return {
             section: {key: getattr(getattr(config, section), key) for key in keys}
             for section, keys in value.items()
         }
+
+    def validate(self) -> RunConfig:
+        """Return self, or raise UserError naming the first value out of its range."""
+        from engine.validation import check
+
+        return check(self)
 
     def replace(self, **sections: Any) -> RunConfig:
         """Return a copy with some fields changed: replace(train={"epochs": 3})."""
@@ -180,18 +192,65 @@ def section_from_dict(section_type: type, value: dict[str, Any], name: str) -> A
     for key, raw in value.items():
         default = getattr(section_type(), key)
         try:
-            if isinstance(default, bool):
-                cast[key] = (
-                    raw if isinstance(raw, bool) else str(raw).lower() in {"1", "true", "yes", "on"}
-                )
-            elif isinstance(default, int):
-                cast[key] = int(raw)
-            elif isinstance(default, float):
-                cast[key] = float(raw)
-            else:
-                cast[key] = "" if raw is None else str(raw)
-        except (TypeError, ValueError):
+            cast[key] = _cast(raw, default)
+        except (TypeError, ValueError, OverflowError):
             raise UserError(
-                f"The config value {name}.{key}={raw!r} is not a valid {type(default).__name__}."
+                f"The config value {name}.{key}={_short(raw)} is not a valid "
+                f"{type(default).__name__}."
             ) from None
     return section_type(**cast)
+
+
+TRUE_WORDS, FALSE_WORDS = {"1", "true", "yes", "on"}, {"0", "false", "no", "off", ""}
+
+
+def _cast(raw: Any, default: Any) -> Any:
+    """raw as the type of default; ValueError or TypeError when it is not one."""
+    if isinstance(raw, (dict, list)) or (isinstance(raw, bool) and not isinstance(default, bool)):
+        raise TypeError("not a single value of this type")
+    if isinstance(default, bool):
+        if isinstance(raw, bool):
+            return raw
+        word = str(raw).strip().lower()
+        if word not in TRUE_WORDS | FALSE_WORDS:
+            raise ValueError(word)
+        return word in TRUE_WORDS
+    if isinstance(default, int):
+        if isinstance(raw, float) and not raw.is_integer():
+            raise ValueError("not a whole number")  # int(2.7) would quietly train 2 epochs
+        return int(raw)  # OverflowError for 1e400 (inf)
+    if isinstance(default, float):
+        return float(raw)
+    return "" if raw is None else str(raw)
+
+
+def _read_config_file(path: str | Path) -> Any:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"The config file {path} does not exist; check the path.") from None
+    except (OSError, UnicodeDecodeError) as error:
+        reason = "not UTF-8 text" if isinstance(error, UnicodeDecodeError) else error.strerror
+        raise UserError(
+            f"The config file {path} cannot be read ({reason}); give a readable JSON file."
+        ) from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise UserError(
+            f"The config file {path} is not valid JSON ({error.msg} at line {error.lineno}); fix it and retry."
+        ) from None
+    except RecursionError:
+        raise UserError(
+            f"The config file {path} is nested too deeply to be a run config."
+        ) from None
+
+
+def _json_kind(value: Any) -> str:
+    kinds = {type(None): "null", bool: "a boolean", int: "a number", float: "a number"}
+    return kinds.get(type(value), "a list" if isinstance(value, list) else "a string")
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

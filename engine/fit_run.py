@@ -40,6 +40,7 @@ def _fit(config: RunConfig, run_dir: Path, cancel_flag: dict, echo: TextIO | Non
         device=device["device"],
         strategy=device["strategy"],
         replicas=device["replicas"],
+        workers=device.get("workers", 1),
         mixed_precision=mixed,
         phase="indexing data",
     )

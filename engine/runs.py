@@ -58,7 +58,10 @@ def dataset_label(spec: str) -> str:
 
 
 def create_run(config: RunConfig, runs_dir: Path | None = None) -> Path:
-    """Make a new run directory holding its config and a queued status."""
+    """Make a new run directory holding its config and a queued status.
+
+    The config is validated first: a refused value leaves no run folder."""
+    config.validate()
     runs_dir = Path(runs_dir) if runs_dir else default_runs_dir()
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     run_id = f"{stamp}-{config.model.name}-{dataset_label(config.data.spec)}-{secrets.token_hex(2)}"

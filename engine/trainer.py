@@ -78,13 +78,17 @@ class Trainer:
         layers = augment.build_augmentation(
             self.config.augment, self.dataset.image_size, seed=train.seed
         )
-        return augment.apply_to_dataset(data, layers)
+        return shard_by_data(
+            augment.apply_to_dataset(data, layers, mixup=self.config.augment.mixup, seed=train.seed)
+        )
 
     def validation_data(self):
         if self.validation_split is None:
             return None
-        return self.dataset.pipeline(
-            self.validation_split, max(self.config.train.batch_size, 64), one_hot=True
+        return shard_by_data(
+            self.dataset.pipeline(
+                self.validation_split, max(self.config.train.batch_size, 64), one_hot=True
+            )
         )
 
     def build_model(self) -> keras.Model:
@@ -197,6 +201,19 @@ class Trainer:
             model_selection=self.model_selection,
             phases=phases,
         )
+
+
+def shard_by_data(data):
+    """Let each worker of a MultiWorkerMirroredStrategy keep its share of every batch.
+
+    The pipeline reads one cache file, so there are no files to shard by; every worker walks the
+    same seeded order and keeps its part (tf.data's DATA policy). One worker ignores it.
+    """
+    import tensorflow as tf
+
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return data.with_options(options)
 
 
 def _default_strategy():

@@ -19,7 +19,7 @@ import traceback
 from pathlib import Path
 from typing import TextIO
 
-from engine import processes, runs
+from engine import distributed, processes, runs
 from engine.config import RunConfig
 from engine.errors import UserError
 from engine.jsonio import DamagedFile, dumps, overwrite_json_in_place, read_json_object
@@ -65,7 +65,7 @@ def train_run(run_dir: Path, echo: TextIO | None = None) -> dict:
         )
         result = _train(config, run_dir, cancel_flag, echo)
         state = "cancelled" if result.get("cancelled") else "completed"
-        if state == "completed":
+        if state == "completed" and distributed.is_chief():
             runs.update_status(run_dir, phase="evaluating")
             from engine.evaluation import evaluate_run
 

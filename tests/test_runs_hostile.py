@@ -264,9 +264,6 @@ def test_cli_lists_every_damaged_run_and_exits_0(tmp_path):
     assert states == expected
 
 
-@pytest.mark.xfail(
-    strict=True, reason="engine/__main__.py run_runs does not print run['damaged'] yet"
-)
 def test_cli_names_why_a_run_is_damaged(tmp_path):
     damage(tmp_path, "status.json", b"[1, 2]")
     result = subprocess.run(

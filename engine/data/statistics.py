@@ -61,3 +61,20 @@ def _summary(values: np.ndarray) -> dict:
         "max": float(values.max()),
         "mean": float(values.mean()),
     }
+
+
+def without_oversized(summary: dict, dataset) -> dict:
+    """The summary with images whose header is over max_pixels skipped, as training skips them."""
+    source, cap = dataset.source, dataset.config.max_pixels
+    if source.arrays is not None or not source.headers or summary.get("cached"):
+        return summary  # arrays are never capped; a built cache has the decoder's list already
+    for split, indices in dataset.split_indices.items():
+        for index in indices.tolist():
+            width, height, _ = source.headers[index]
+            if width * height <= cap:
+                continue
+            summary["counts"][split][dataset.class_names[dataset.labels[index]]] -= 1
+            summary["images"] -= 1
+            reason = f"too large: {width}x{height} pixels is over the cap of {cap:,}"
+            summary["skipped"].append({"file": dataset.item_name(index), "reason": reason})
+    return summary
