@@ -130,7 +130,10 @@ def test_the_pid_file_from_launch_carries_the_start_time(tmp_path, monkeypatch):
     try:
         run_dir = runs.launch_run(RunConfig(), tmp_path)
         stored = json.loads((run_dir / runs.PID_FILE).read_text())
-        assert stored == {"pid": child.pid, "pid_start_time": processes.process_start_time(child.pid)}
+        assert stored == {
+            "pid": child.pid,
+            "pid_start_time": processes.process_start_time(child.pid),
+        }
         assert isinstance(stored["pid_start_time"], int)
         assert runs.read_status(run_dir)["state"] == "queued"  # proven alive from the pid file
         runs.request_cancel(run_dir)
