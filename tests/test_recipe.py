@@ -90,7 +90,7 @@ def test_photos_get_the_residual_cnn_with_photo_augmentation_and_a_time_budget(t
     assert chosen.config["model"]["name"] == "residual_cnn"
     assert chosen.config["data"]["image_size"] == 96
     assert chosen.config["augment"]["horizontal_flip"] is True
-    assert chosen.config["augment"]["resized_crop"] > 0
+    assert chosen.config["augment"]["zoom"] > 0
     train = chosen.config["train"]
     assert train["epochs"] == 0 and train["time_budget_minutes"] > 0
     assert (train["optimizer"], train["schedule"], train["ema"]) == ("adamw", "warmup_cosine", True)
