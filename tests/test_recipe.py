@@ -90,11 +90,21 @@ def test_photos_get_the_residual_cnn_with_photo_augmentation_and_a_time_budget(t
     assert chosen.config["model"]["name"] == "residual_cnn"
     assert chosen.config["data"]["image_size"] == 96
     assert chosen.config["augment"]["horizontal_flip"] is True
-    assert chosen.config["augment"]["zoom"] > 0
+    # 12 photos are a small set: the stronger random resized crop instead of zoom and shift.
+    assert chosen.config["augment"]["resized_crop"] > 0 and "zoom" not in chosen.config["augment"]
     train = chosen.config["train"]
     assert train["epochs"] == 0 and train["time_budget_minutes"] > 0
     assert (train["optimizer"], train["schedule"], train["ema"]) == ("adamw", "warmup_cosine", True)
     assert train["label_smoothing"] > 0
+
+
+def test_photo_sets_above_the_small_set_size_get_zoom_and_shift(tmp_path, monkeypatch):
+    dataset = colour_photos(tmp_path / "photos", 96)
+    monkeypatch.setattr(recipe, "SMALL_PHOTO_SET", len(dataset.indices("train")))
+    augment = recipe.recommend(dataset).config["augment"]
+    assert augment["zoom"] > 0 and augment["translation"] > 0 and "resized_crop" not in augment
+    monkeypatch.setattr(recipe, "SMALL_PHOTO_SET", len(dataset.indices("train")) + 1)
+    assert recipe.recommend(dataset).config["augment"]["resized_crop"] > 0
 
 
 def test_large_photos_are_trained_at_128_pixels(tmp_path):
