@@ -1,4 +1,4 @@
-"""Command line: `python -m engine train|evaluate|predict|info|models|runs|cancel`."""
+"""Command line: `python -m engine train|resume|evaluate|predict|info|models|runs|cancel|...`."""
 
 from __future__ import annotations
 
@@ -238,6 +238,41 @@ def run_cancel(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_resume(args: argparse.Namespace) -> int:
+    from engine.run_admin import prepare_resume
+
+    request = prepare_resume(args.run_dir, args.epochs)
+    print(
+        f"run {args.run_dir.name}: continuing from epoch {request['from_epoch']} "
+        f"({request['checkpoint']}) to epoch {request['total_epochs']}",
+        flush=True,
+    )
+    return _train_and_report(args.run_dir)
+
+
+def run_rename(args: argparse.Namespace) -> int:
+    from engine.run_admin import set_name
+
+    print(f"{args.run_dir}: named {set_name(args.run_dir, args.name)!r}")
+    return 0
+
+
+def run_note(args: argparse.Namespace) -> int:
+    from engine.run_admin import set_notes
+
+    notes = set_notes(args.run_dir, args.text)
+    print(f"{args.run_dir}: notes {'set' if notes else 'cleared'} ({len(notes):,} characters)")
+    return 0
+
+
+def run_delete(args: argparse.Namespace) -> int:
+    from engine.run_admin import delete_run
+
+    delete_run(args.run_dir)
+    print(f"deleted {args.run_dir}")
+    return 0
+
+
 COMMANDS = {
     "train": run_train,
     "lr-find": run_lr_find,
@@ -247,11 +282,15 @@ COMMANDS = {
     "models": run_models,
     "runs": run_runs,
     "cancel": run_cancel,
+    "resume": run_resume,
+    "rename": run_rename,
+    "note": run_note,
+    "delete": run_delete,
 }
 
 if __name__ == "__main__":
     code = main()
-    if sys.argv[1:2] == ["train"]:
+    if sys.argv[1:2] in (["train"], ["resume"]):
         # The run's files are all written; skip TensorFlow's slow interpreter teardown, so the
         # process is gone as soon as its status says it ended (what a cancel waits for).
         sys.stdout.flush()

@@ -16,7 +16,8 @@ import keras
 import numpy as np
 
 from engine import runs
-from engine.jsonio import append_jsonl
+from engine.continuation import sidecar_name
+from engine.jsonio import append_jsonl, write_json
 from engine.optim import current_learning_rate
 from engine.progress import Clock, TerminalProgress, format_seconds  # noqa: F401  re-exported
 
@@ -193,28 +194,42 @@ class StatusWriter(keras.callbacks.Callback):
     def write(self) -> None:
         clock = self.clock
         done = clock.epoch * clock.steps_per_epoch + clock.step
+        # No figure rather than a wrong one: the ETA waits for one whole epoch's speed (the first
+        # steps include graph tracing), images/s for its first measurement.
+        speed = clock.images_per_second_now()
+        eta = clock.eta_seconds(clock.epochs - clock.epoch - 1) if clock.epoch_speeds else None
         runs.update_status(
             self.run_dir,
             epoch=clock.epoch + 1,
             step=clock.step,
             global_step=done,
             total_steps=clock.epochs * clock.steps_per_epoch,
-            eta_seconds=round(clock.eta_seconds(clock.epochs - clock.epoch - 1), 1),
+            eta_seconds=round(eta, 1) if eta is not None else None,
             elapsed_seconds=round(time.monotonic() - clock.started, 1),
-            images_per_second=round(clock.images_per_second_now(), 1),
+            images_per_second=round(speed, 1) if speed > 0 else None,
         )
 
 
 class Checkpoints(keras.callbacks.Callback):
-    """Saves last.keras every epoch and best.keras when the validation score improves."""
+    """Saves last.keras and best.keras, each with the epoch it holds in a sidecar (last.json).
 
-    def __init__(self, run_dir: Path, select_best: bool):
+    last.keras is saved at the first and the final epoch and at most every LAST_SAVE_SECONDS in
+    between; best.keras whenever the validation score improves. A continued run passes the rows
+    of its earlier epochs as `earlier`, so best.keras is replaced only by a better epoch.
+    """
+
+    def __init__(self, run_dir: Path, select_best: bool, earlier: list[dict] | None = None):
         super().__init__()
         self.run_dir, self.select_best = Path(run_dir), select_best
         self.score: tuple[float, float] | None = None
         self.best_epoch, self.epochs_done = 0, 0
         self.best_val_loss: float | None = None
         self._last_saved = -math.inf
+        for row in (earlier or []) if select_best else []:
+            score = validation_score(row)
+            if score is not None and (self.score is None or score > self.score):
+                self.score, self.best_epoch = score, int(row["epoch"])
+                self.best_val_loss = float(row["val_loss"])
 
     def on_epoch_end(self, epoch, logs=None):
         self.epochs_done = epoch + 1
@@ -222,13 +237,13 @@ class Checkpoints(keras.callbacks.Callback):
         # keeps) is refreshed at most every LAST_SAVE_SECONDS, and the worker saves the end.
         now = time.monotonic()
         if now - self._last_saved >= LAST_SAVE_SECONDS or epoch + 1 == self.params.get("epochs"):
-            self.save(self.model, "last.keras")
+            self.save(self.model, "last.keras", epoch + 1)
             self._last_saved = now
         score = validation_score(logs) if self.select_best else None
         if score is not None and (self.score is None or score > self.score):
             self.score, self.best_epoch = score, epoch + 1
             self.best_val_loss = float(logs["val_loss"])
-            self.save(self.model, "best.keras")
+            self.save(self.model, "best.keras", epoch + 1)
         update: dict = {"epochs_done": self.epochs_done}
         if self.best_epoch:
             update |= {
@@ -238,8 +253,9 @@ class Checkpoints(keras.callbacks.Callback):
             }
         runs.update_status(self.run_dir, **update)
 
-    def save(self, model: keras.Model, name: str) -> None:
-        """Save a model atomically: a temporary .keras file renamed over the old one."""
+    def save(self, model: keras.Model, name: str, epoch: int | None = None) -> None:
+        """Save a model atomically (a temporary .keras file renamed over the old one), then the
+        epoch it holds: a run interrupted later continues from that epoch (engine.continuation)."""
         temporary = self.run_dir / f".{name}.tmp.keras"
         try:
             model.save(temporary)
@@ -247,3 +263,6 @@ class Checkpoints(keras.callbacks.Callback):
         except BaseException:  # a full disk, a cancel: no half-written model is left behind
             temporary.unlink(missing_ok=True)
             raise
+        epoch = self.epochs_done if epoch is None else int(epoch)
+        if epoch >= 1:
+            write_json(self.run_dir / sidecar_name(name), {"epoch": epoch})

@@ -69,6 +69,25 @@ def build_parser() -> argparse.ArgumentParser:
     cancel = commands.add_parser("cancel", help="ask a run to stop at its next batch")
     cancel.add_argument("run_dir", type=Path)
 
+    resume = commands.add_parser(
+        "resume",
+        help="train a finished, cancelled or interrupted run for more epochs from its latest "
+        "checkpoint, in this process; prints the run directory last",
+    )
+    resume.add_argument("run_dir", type=Path)
+    resume.add_argument("--epochs", type=int, required=True, help="how many more epochs")
+
+    rename = commands.add_parser("rename", help="give a run a short readable name")
+    rename.add_argument("run_dir", type=Path)
+    rename.add_argument("name")
+
+    note = commands.add_parser("note", help="set a run's notes (an empty text clears them)")
+    note.add_argument("run_dir", type=Path)
+    note.add_argument("text")
+
+    delete = commands.add_parser("delete", help="delete a run's folder (never while it trains)")
+    delete.add_argument("run_dir", type=Path)
+
     return parser
 
 

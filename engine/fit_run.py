@@ -13,25 +13,43 @@ from typing import TextIO
 import keras
 
 from engine import callbacks as cb
-from engine import models, runs
+from engine import continuation, models, runs
 from engine.config import RunConfig
 from engine.data import load_dataset
 from engine.devices import choose_strategy
-from engine.jsonio import write_json
+from engine.jsonio import read_json_object, write_json
 from engine.trainer import Trainer, with_epochs
 
 STATUS_INTERVAL_SECONDS = 1.0
 
 
 def fit_run(config: RunConfig, run_dir: Path, cancel_flag: dict, echo: TextIO | None) -> dict:
-    """Train the run; the result fields of its final status ({"cancelled": True} when cancelled)."""
+    """Train the run, or continue it when engine.run_admin asked for that (resume.json); the
+    result fields of its final status ({"cancelled": True, ...} when cancelled)."""
+    resume = continuation.pending_resume(run_dir)
     try:
-        return _fit(config, run_dir, cancel_flag, echo)
-    except cb.Cancelled:  # while decoding images, before fit() has a model to keep
-        return {"cancelled": True}
+        return _fit(config, run_dir, cancel_flag, echo, resume)
+    except cb.Cancelled:  # while loading or decoding images, before fit() has a model to keep
+        start = int(resume["from_epoch"]) if resume else 0
+        return {
+            "cancelled": True,
+            "epochs_done": start,
+            "message": continuation.cancelled_early(start),
+        }
 
 
-def _fit(config: RunConfig, run_dir: Path, cancel_flag: dict, echo: TextIO | None) -> dict:
+def _fit(
+    config: RunConfig,
+    run_dir: Path,
+    cancel_flag: dict,
+    echo: TextIO | None,
+    resume: dict | None,
+) -> dict:
+    def check_cancel() -> None:
+        if cancel_flag["set"] or runs.cancel_requested(run_dir):
+            raise cb.Cancelled()
+
+    check_cancel()  # a cancel while TensorFlow was starting
     strategy, device = choose_strategy()
     mixed = config.train.mixed_precision and device["gpus"] > 0
     keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
@@ -45,9 +63,16 @@ def _fit(config: RunConfig, run_dir: Path, cancel_flag: dict, echo: TextIO | Non
         phase="indexing data",
     )
     dataset = load_dataset(config.data, progress=_index_progress(run_dir, echo))
+    check_cancel()
+    if resume and (manifest := read_json_object(run_dir / "data_manifest.json")) is not None:
+        dataset.verify_manifest(manifest)  # the same split members, or a sentence
     dataset.prepare(progress=_decode_progress(run_dir, cancel_flag, echo))
-    write_json(run_dir / "load_report.json", dataset.report())
-    write_json(run_dir / "data_manifest.json", dataset.manifest())
+    check_cancel()
+    if resume:
+        config = with_epochs(config, resume["total_epochs"])  # config.json keeps what was asked
+    else:
+        write_json(run_dir / "load_report.json", dataset.report())
+        write_json(run_dir / "data_manifest.json", dataset.manifest())
     if config.train.epochs == 0:
         runs.update_status(run_dir, phase="measuring speed to fit the time budget")
         from engine.budget import fit_epochs_to_budget
@@ -69,7 +94,18 @@ def _fit(config: RunConfig, run_dir: Path, cancel_flag: dict, echo: TextIO | Non
             print(f"note: {note}", file=echo, flush=True)
 
     trainer = Trainer(config, dataset, strategy)
-    model = trainer.build_model()
+    start, earlier, continued, phases = 0, [], {}, []
+    if resume:
+        start = int(resume["from_epoch"])
+        phases = continuation.earlier_phases(run_dir, start)
+        model = continuation.load_checkpoint(run_dir / resume["checkpoint"], trainer.strategy)
+        earlier = continuation.truncate_history(run_dir, start)  # rows after the checkpoint go
+        restored = continuation.continue_schedule(
+            model, trainer, earlier, config.train.epochs - start
+        )
+        continued = {"resumed_from_epoch": start, "optimizer_state_restored": restored}
+    else:
+        model = trainer.build_model()
     runs.update_status(
         run_dir,
         phase="training",
@@ -80,6 +116,7 @@ def _fit(config: RunConfig, run_dir: Path, cancel_flag: dict, echo: TextIO | Non
         validation_split=trainer.validation_split,
         model_selection=trainer.model_selection,
         notes=notes,
+        **continued,
     )
     if echo and not trainer.model_selection:
         print(
@@ -89,7 +126,9 @@ def _fit(config: RunConfig, run_dir: Path, cancel_flag: dict, echo: TextIO | Non
             flush=True,
         )
     clock = cb.Clock(trainer.train_count, trainer.steps_per_epoch, config.train.epochs)
-    checkpoints = cb.Checkpoints(run_dir, select_best=trainer.model_selection)
+    if earlier and isinstance(earlier[-1].get("time"), (int, float)):
+        clock.started -= earlier[-1]["time"]  # history's time axis goes on where it stopped
+    checkpoints = cb.Checkpoints(run_dir, select_best=trainer.model_selection, earlier=earlier)
     callbacks = [
         clock,
         cb.CancelOnRequest(lambda: cancel_flag["set"] or runs.cancel_requested(run_dir)),
@@ -103,23 +142,26 @@ def _fit(config: RunConfig, run_dir: Path, cancel_flag: dict, echo: TextIO | Non
     ]
     if echo:
         callbacks.append(cb.TerminalProgress(clock, echo))
-    result = trainer.fit(callbacks, model)
+    result = trainer.fit(callbacks, model, initial_epoch=start)
     if not result.cancelled:
         # fit() ends with the averaged (EMA) weights: the final model is what was validated last.
-        checkpoints.save(result.model, "last.keras")
-    if not (run_dir / "best.keras").exists() and not (run_dir / "last.keras").exists():
-        checkpoints.save(result.model, "last.keras")
-    return {
+        checkpoints.save(result.model, "last.keras", result.epochs_done)
+    # A continued run's best epoch may be an earlier one: the checkpoints know them all.
+    best = checkpoints if resume and result.model_selection else result
+    ended = {
         "cancelled": result.cancelled,
-        "best_epoch": result.best_epoch,
-        "best_val_loss": result.best_val_loss,
+        "best_epoch": best.best_epoch,
+        "best_val_loss": best.best_val_loss,
         "model_selection": result.model_selection,
         "epochs_done": result.epochs_done,
-        "phases": result.phases,
+        "phases": phases + result.phases,
         "train_seconds": round(time.monotonic() - clock.started, 2),
-        "images_per_second": clock.median_images_per_second(),
+        "images_per_second": clock.median_images_per_second() or None,
         "eta_seconds": 0,
     }
+    if result.cancelled and result.epochs_done == start:
+        ended["message"] = continuation.cancelled_early(start)
+    return ended
 
 
 class _PhaseStatus(keras.callbacks.Callback):

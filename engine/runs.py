@@ -7,6 +7,8 @@ dashboard, the tests). Every JSON file is written atomically; history is appende
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import functools
 import math
 import os
 import secrets
@@ -66,10 +68,14 @@ def create_run(config: RunConfig, runs_dir: Path | None = None) -> Path:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     run_id = f"{stamp}-{config.model.name}-{dataset_label(config.data.spec)}-{secrets.token_hex(2)}"
     run_dir = runs_dir / run_id
+    from engine.run_admin import default_name  # run_admin builds on this module
+
+    name = default_name(runs_dir, config)
     run_dir.mkdir(parents=True)
     write_json(run_dir / "config.json", config.to_dict())
     write_json(
-        run_dir / "status.json", {"run_id": run_id, "state": "queued", "created_at": now_iso()}
+        run_dir / "status.json",
+        {"run_id": run_id, "name": name, "state": "queued", "created_at": now_iso()},
     )
     return run_dir
 
@@ -80,6 +86,12 @@ def launch_run(config: RunConfig, runs_dir: Path | None = None) -> Path:
 
     check_room(Path(runs_dir) if runs_dir else default_runs_dir())
     run_dir = create_run(config, runs_dir).resolve()
+    start_worker(run_dir)
+    return run_dir
+
+
+def start_worker(run_dir: Path) -> None:
+    """Start `python -m engine.training RUN_DIR` in the background for a run folder."""
     project_root = str(Path(__file__).resolve().parent.parent)
     environment = dict(os.environ)
     environment["PYTHONPATH"] = os.pathsep.join(
@@ -88,6 +100,10 @@ def launch_run(config: RunConfig, runs_dir: Path | None = None) -> Path:
     with open(run_dir / "log.txt", "ab") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "engine.training", str(run_dir)],
+            # The worker ignores SIGTERM from its start (the setting survives exec) until it
+            # installs its own handler, so a cancel while Python starts ends as "cancelled". The
+            # child runs only this C function before exec: no import, no Python lock.
+            preexec_fn=functools.partial(signal.signal, signal.SIGTERM, signal.SIG_IGN),
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -98,7 +114,6 @@ def launch_run(config: RunConfig, runs_dir: Path | None = None) -> Path:
         run_dir / PID_FILE,
         {"pid": process.pid, "pid_start_time": process_start_time(process.pid)},
     )
-    return run_dir
 
 
 def load_config(run_dir: Path) -> RunConfig:
@@ -116,15 +131,30 @@ def load_config(run_dir: Path) -> RunConfig:
     return RunConfig.from_dict(value)
 
 
-def update_status(run_dir: Path, **changes) -> dict:
-    """Merge changes into status.json (only the training process writes it)."""
-    path = Path(run_dir) / "status.json"
+@contextlib.contextmanager
+def status_lock(run_dir: Path):
+    """Hold run_dir's status lock: the trainer and a rename or note never lose each other's change.
+    Not reentrant: inside it, write status.json directly, not through update_status."""
     try:
-        status = read_json_object(path) or {}
-    except DamagedFile:
-        status = {}  # the writer's own fields replace a damaged file
-    status |= changes
-    write_json(path, status)
+        handle = open(Path(run_dir) / ".status.lock", "a")  # noqa: SIM115
+    except OSError:  # a full disk or a missing folder: the write itself says what is wrong
+        yield
+        return
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
+def update_status(run_dir: Path, **changes) -> dict:
+    """Merge changes into status.json (the training process, and a run's name and notes)."""
+    path = Path(run_dir) / "status.json"
+    with status_lock(run_dir):
+        try:
+            status = read_json_object(path) or {}
+        except DamagedFile:
+            status = {}  # the writer's own fields replace a damaged file
+        status |= changes
+        write_json(path, status)
     return status
 
 
@@ -268,7 +298,12 @@ def list_runs(runs_dir: Path | None = None) -> list[dict]:
     runs_dir = Path(runs_dir) if runs_dir else default_runs_dir()
     if not runs_dir.is_dir():
         return []
-    result = [describe_run(run_dir) for run_dir in runs_dir.iterdir() if _is_run(run_dir)]
+    # A dot-folder is a run being deleted (engine.run_admin.delete_run), or no run at all.
+    result = [
+        describe_run(run_dir)
+        for run_dir in runs_dir.iterdir()
+        if not run_dir.name.startswith(".") and _is_run(run_dir)
+    ]
     return sorted(result, key=lambda r: (r["created_at"] or "", r["run_id"]), reverse=True)
 
 
@@ -280,13 +315,18 @@ def _is_run(run_dir: Path) -> bool:
 
 
 def describe_run(run_dir: Path) -> dict:
-    """One run as list_runs gives it."""
+    """One run as list_runs gives it: "name" is its name (its id without one), "notes" its notes."""
+    from engine.run_admin import display_name
+
     run_dir = Path(run_dir)
     status = read_status(run_dir)
     created_at = status.get("created_at")
     damage = [status.get("damaged"), *(json_object_damage(run_dir / name) for name in RESULT_FILES)]
+    notes = status.get("notes_text")
     return {
         "run_id": run_dir.name,
+        "name": display_name(status),
+        "notes": notes if isinstance(notes, str) else "",
         "path": str(run_dir),
         "state": status["state"],
         "created_at": created_at if isinstance(created_at, str) else None,

@@ -133,9 +133,16 @@ class Trainer:
         return chosen
 
     def fit(
-        self, callbacks: list[keras.callbacks.Callback], model: keras.Model | None = None
+        self,
+        callbacks: list[keras.callbacks.Callback],
+        model: keras.Model | None = None,
+        initial_epoch: int = 0,
     ) -> FitResult:
-        """Train; `callbacks` see every epoch of every phase. Cancelled ends it at once."""
+        """Train; `callbacks` see every epoch of every phase. Cancelled ends it at once.
+
+        With initial_epoch (a continued run, its model loaded from a checkpoint), one phase
+        trains epochs initial_epoch+1 .. train.epochs; best_epoch then counts the new ones only.
+        """
         config = self.config
         model = model if model is not None else self.build_model()
         train_data, validation_data = self.train_data(), self.validation_data()
@@ -144,7 +151,7 @@ class Trainer:
         counter = keras.callbacks.LambdaCallback(
             on_epoch_end=lambda epoch, logs: done.__setitem__(0, epoch + 1)
         )
-        done = [0]
+        done = [initial_epoch]
         class_weight = _class_weights(self.dataset) if config.train.class_weights else None
         phases: list[dict] = []
 
@@ -174,9 +181,17 @@ class Trainer:
                 return False
             return True
 
-        first_epochs = self.head_epochs or config.train.epochs
-        finished = run_phase(0, first_epochs, "head" if self.two_phase else "train")
-        if finished and self.two_phase and self.head_epochs < config.train.epochs:
+        if initial_epoch:
+            finished = run_phase(initial_epoch, config.train.epochs, "continued")
+        else:
+            first_epochs = self.head_epochs or config.train.epochs
+            finished = run_phase(0, first_epochs, "head" if self.two_phase else "train")
+        if (
+            finished
+            and not initial_epoch
+            and self.two_phase
+            and self.head_epochs < config.train.epochs
+        ):
             # Phase 2 always runs, even when phase 1 stopped early: it starts from the best head.
             best.restore(model)
             with self.strategy.scope():

@@ -19,7 +19,7 @@ import traceback
 from pathlib import Path
 from typing import TextIO
 
-from engine import distributed, processes, runs
+from engine import continuation, distributed, processes, runs
 from engine.config import RunConfig
 from engine.errors import UserError
 from engine.jsonio import DamagedFile, dumps, overwrite_json_in_place, read_json_object
@@ -46,7 +46,12 @@ def train_run(run_dir: Path, echo: TextIO | None = None) -> dict:
             (run_dir / runs.CANCEL_FILE).touch()
 
     lock = None
+    resume = None
     try:
+        resume = continuation.pending_resume(run_dir)
+        # SIGTERM was ignored until here (engine.runs.start_worker): from now on it cancels.
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
         # The start time beside the pid lets a cancel prove this process is the run's trainer.
         runs.update_status(
             run_dir,
@@ -55,17 +60,25 @@ def train_run(run_dir: Path, echo: TextIO | None = None) -> dict:
             state="queued",
             phase="waiting for other runs to finish",
         )
-        signal.signal(signal.SIGTERM, on_signal)
-        signal.signal(signal.SIGINT, on_signal)
         lock = wait_for_turn(run_dir, lambda: cancel_flag["set"] or runs.cancel_requested(run_dir))
-        if lock is None:
-            return _end(run_dir, state="cancelled", ended_at=runs.now_iso(), phase="cancelled")
+        if lock is None or cancel_flag["set"] or runs.cancel_requested(run_dir):
+            start = int(resume["from_epoch"]) if resume else 0
+            return _end(
+                run_dir,
+                state="cancelled",
+                ended_at=runs.now_iso(),
+                phase="cancelled",
+                message=continuation.cancelled_early(start),
+            )
         runs.update_status(
             run_dir, state="running", started_at=runs.now_iso(), phase="starting TensorFlow"
         )
         result = _train(config, run_dir, cancel_flag, echo)
         state = "cancelled" if result.get("cancelled") else "completed"
-        if state == "completed" and distributed.is_chief():
+        # A continuation cancelled after new epochs may have a new best.keras: evaluate it, so
+        # evaluation.json never describes a model the run no longer has.
+        continued = resume is not None and result.get("epochs_done", 0) > resume["from_epoch"]
+        if (state == "completed" or continued) and distributed.is_chief():
             runs.update_status(run_dir, phase="evaluating")
             from engine.evaluation import evaluate_run
 
@@ -96,6 +109,8 @@ def train_run(run_dir: Path, echo: TextIO | None = None) -> dict:
     finally:
         if lock is not None:
             lock.close()
+        if resume is not None:
+            continuation.finish_resume(run_dir)
 
 
 def disk_full_error(error: BaseException | None) -> OSError | None:

@@ -51,9 +51,10 @@ st.caption(
 )
 if st.session_state.get(AUGMENT_CONFIG) is None:
     st.caption(
-        "They start from the recipe the engine chose for this dataset (photos get flips, a random "
-        "resized crop and contrast; small colour images get flips and shifts; grey images such "
-        "as digits get small shifts and zoom, no flips)."
+        "They start from the recipe the engine chose for this dataset (photos get flips, zoom, "
+        "shifts and contrast, or a random resized crop under 1,000 training images; small colour "
+        "images get flips and shifts; grey images such as digits get small shifts and zoom, no "
+        "flips)."
     )
 
 # Widgets open on the saved settings: their values are dropped when the user leaves the page.

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import streamlit as st
 
 from engine.config import RESIZE_MODES, DataConfig
-from engine.data import SPLITS
 from engine.errors import UserError
 from ui import data_views, figures, services, uploads
 from ui.data_views import SOURCES
@@ -16,7 +14,6 @@ from ui.state import data_config, init_state, runs_dir, set_data_config
 from ui.text import plain
 
 init_state()
-PER_PAGE = 24
 
 st.title("Data")
 st.caption(
@@ -182,9 +179,7 @@ if st.button("Load", key="data_load", type="primary", icon=":material/download:"
         st.stop()
     finally:
         bar.empty()
-    set_data_config(candidate)
-    for key in ("data_class", "data_page"):  # the old dataset's class and page mean nothing now
-        st.session_state.pop(key, None)
+    set_data_config(candidate)  # the sample filters are keyed on the dataset, so they start afresh
 
 # ----- the current dataset ---------------------------------------------------------------
 config = data_config()
@@ -224,50 +219,7 @@ if summary["imbalance"] > 1.5:
 
 # ----- sample images ---------------------------------------------------------------------
 st.subheader("Sample images")
-st.session_state.setdefault("data_sample_seed", 0)
-
-
-def first_page() -> None:
-    st.session_state.pop("data_page", None)  # the pagination widget then opens on page 1
-
-
-def reshuffle() -> None:
-    st.session_state["data_sample_seed"] += 1
-    first_page()
-
-
-split_column, class_column, shuffle_column = st.columns([2, 2, 1], vertical_alignment="bottom")
-splits = [split for split in SPLITS if sum(summary["counts"][split].values())]
-split = split_column.radio("Split", splits, horizontal=True, key="data_split", on_change=first_page)
-class_choice = class_column.selectbox(
-    "Class",
-    [-1, *range(dataset.num_classes)],
-    format_func=lambda class_id: "All classes" if class_id < 0 else dataset.class_names[class_id],
-    key="data_class",
-    on_change=first_page,
-)
-shuffle_column.button(
-    "Reshuffle", key="data_shuffle", icon=":material/shuffle:", on_click=reshuffle
-)
-class_id = None if class_choice < 0 else class_choice
-
-total = data_views.count_items(config, split, class_id)
-pages = max(1, math.ceil(total / PER_PAGE))
-page = st.pagination(pages, key="data_page")
-items = data_views.sample_page(
-    config, split, page, PER_PAGE, st.session_state["data_sample_seed"], class_id
-)
-first = (page - 1) * PER_PAGE + 1
-if not items:
-    st.info(f"The {split} split has no images of this class.")
-else:
-    st.caption(f"{first:,}–{first + len(items) - 1:,} of {total:,} {split} images, in random order")
-with st.grid(8, min_column_width=96):
-    for item in items:
-        if item["image"] is None:
-            st.caption(f"{plain(item['label'])}: cannot be decoded (see the load report)")
-        else:
-            st.image(item["image"], caption=plain(item["label"]), width="stretch")
+data_views.sample_section(config, dataset, summary)
 
 # ----- image sizes and load report -------------------------------------------------------
 st.subheader("Original image sizes")

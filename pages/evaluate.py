@@ -4,12 +4,11 @@ import streamlit as st
 
 from engine.errors import UserError
 from engine.runs import load_config
-from ui import run_services, state
+from ui import gallery, run_services, state
 from ui.run_views import (
     ALL_PAIRS,
     completed_runs,
     evaluation_accuracy_text,
-    item_gallery,
     no_runs_message,
     pair_label,
     pair_options,
@@ -154,23 +153,29 @@ misclassified = [
     if pair == ALL_PAIRS or pair_label(item["true"], item["predicted"]) == pair
 ]
 if misclassified:
-    st.caption("Most confident mistakes first; captions read true → predicted (confidence).")
-    item_gallery(
+    st.caption(
+        "Most confident mistakes first; captions read true → predicted (confidence) · file; "
+        "Enlarge shows an image larger."
+    )
+    gallery.evaluation_gallery(
         data_config,
         misclassified,
         lambda item: f"{pair_label(item['true'], item['predicted'])} ({item['confidence']:.0%})",
         limit=48,
+        key="eval_misclassified_enlarge",
     )
 else:
     st.success("No misclassified images.")
 
 st.subheader("Highest loss")
 st.caption(
-    "The images the model found hardest, right or wrong; captions read true → predicted (loss)."
+    "The images the model found hardest, right or wrong; captions read true → predicted (loss) "
+    "· file."
 )
-item_gallery(
+gallery.evaluation_gallery(
     data_config,
     evaluation["highest_loss"],
     lambda item: f"{pair_label(item['true'], item['predicted'])} ({item['loss']:.2f})",
     limit=24,
+    key="eval_highest_loss_enlarge",
 )

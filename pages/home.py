@@ -49,6 +49,7 @@ st.subheader("Recent runs")
 rows = recent_runs_rows(run_services.list_runs(runs_dir()))
 if rows:
     st.dataframe(rows[:20], hide_index=True)
+    data_views.page_link("pages/runs.py", "Manage runs on the Runs page", ":material/list_alt:")
     damaged = [row for row in rows[:20] if row["damaged"]]
     if damaged:
         st.caption(
@@ -68,6 +69,7 @@ with st.grid(3, min_column_width=220):
         ),
         ("Augment", ":material/auto_fix_high:", "Choose augmentations and preview them."),
         ("Train", ":material/model_training:", "Train a model and watch it learn."),
+        ("Runs", ":material/list_alt:", "Name, annotate, continue or delete runs."),
         ("Evaluate", ":material/fact_check:", "Metrics, confusion matrix and mistakes."),
         ("Compare", ":material/compare:", "Runs side by side."),
         ("Predict", ":material/center_focus_strong:", "Classify your own images."),

@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+import shlex
+
 import streamlit as st
 
-from engine import runs
+from engine import run_admin, runs
 from engine.errors import UserError
 from ui import figures, run_services, services, train_form
 from ui.run_views import evaluation_accuracy_text
-from ui.state import TRAIN_RUN, data_config, default_run_config, init_state, runs_dir
+from ui.state import (
+    LAUNCH_ERROR,
+    LAUNCHING,
+    TRAIN_RUN,
+    data_config,
+    default_run_config,
+    init_state,
+    launch_once,
+    runs_dir,
+    set_train_overrides,
+    train_overrides,
+)
 from ui.text import plain
 
 init_state()
@@ -27,7 +40,10 @@ st.caption(
 )
 
 with st.expander("Model and hyperparameters", expanded=not st.session_state.get(TRAIN_RUN)):
-    model_fields, train_fields = train_form.training_form(recipe, services.model_catalog())
+    model_fields, train_fields = train_form.training_form(
+        recipe, services.model_catalog(), train_overrides()
+    )
+    set_train_overrides(recipe, model_fields, train_fields)
     finder, finder_note = st.columns([1, 3])
     if finder.button("Find a learning rate", key="train_lr_find", icon=":material/query_stats:"):
         bar = finder_note.progress(0.0, text="Trying learning rates...")
@@ -53,7 +69,7 @@ with st.expander("Model and hyperparameters", expanded=not st.session_state.get(
             st.error(plain(error))
     found = st.session_state.get(train_form.LR_FIND_RESULT)
     if found:
-        st.plotly_chart(train_form.lr_find_figure(found), key="train_lr_curve")
+        st.plotly_chart(figures.lr_find_figure(found), key="train_lr_curve")
         st.caption(
             f"Suggested learning rate {found['suggested_learning_rate']:.1e} (the middle of the "
             "longest descent of the smoothed training loss, as fastai's lr_find), put into the "
@@ -83,19 +99,19 @@ if config is not None:
 else:
     st.error(plain(config_error))
 
+# The click is handled in this rerun, after the form has read every widget (a value changed in
+# the same interaction as the click counts), and before the run box below is drawn, so the page
+# watches the new run at once; launch_once ignores a second click of a double click.
 if st.button(
     "Start training",
     type="primary",
     key="train_start",
     icon=":material/play_arrow:",
-    disabled=config is None,
+    disabled=config is None or bool(st.session_state.get(LAUNCHING)),
 ):
-    try:
-        run_dir = runs.launch_run(config, runs_dir())
-        st.session_state[TRAIN_RUN] = run_dir.name
-        st.toast(f"Started {plain(run_dir.name)}")
-    except UserError as error:
-        st.error(plain(error))
+    launch_once(config)
+if st.session_state.get(LAUNCH_ERROR):
+    st.error(plain(st.session_state.pop(LAUNCH_ERROR)))
 
 all_runs = run_services.list_runs(runs_dir())
 if not all_runs:
@@ -108,18 +124,26 @@ run_ids = [run["run_id"] for run in all_runs]
 chosen = st.session_state.get(TRAIN_RUN)
 if chosen not in run_ids:
     chosen = active[-1] if active else run_ids[0]
-states = {run["run_id"]: run["state"] for run in all_runs}
+# TRAIN_RUN is the truth (Start and the Runs page set it); the box follows it on every rerun.
+st.session_state[TRAIN_RUN] = st.session_state["train_watch"] = chosen
+states = {run["run_id"]: run["state"] for run in all_runs}  # read afresh on every rerun
+names = {run["run_id"]: run_admin.display_name(run) for run in all_runs}
 watched = st.selectbox(
     "Run",
     run_ids,
-    index=run_ids.index(chosen),
     key="train_watch",
-    format_func=lambda r: f"{r}  ({states[r]})",
+    format_func=lambda r: f"{names[r]}  ({states[r]})",
+    on_change=lambda: st.session_state.update({TRAIN_RUN: st.session_state["train_watch"]}),
 )
-st.session_state[TRAIN_RUN] = watched
 if len(active) > 1:
     st.caption(f"{len(active)} runs are training or waiting; they train one after another.")
 run_dir = runs_dir() / watched
+with st.expander("TensorBoard"):
+    st.caption(
+        f"This run's TensorBoard logs are in {plain(run_dir / 'tensorboard')}. To see every "
+        "run's logs side by side, run this in a terminal and open the address it prints:"
+    )
+    st.code(f"tensorboard --logdir {shlex.quote(str(runs_dir()))}", language="bash")
 
 
 @st.fragment(run_every=1.0 if states[watched] in runs.ACTIVE_STATES else None)
@@ -147,7 +171,10 @@ def live_view() -> None:
         st.error(plain(status.get("error", "The run failed.")))
     elif state == "cancelled":
         st.warning(
-            f"Cancelled after {status.get('epochs_done', len(epochs))} epochs; the best model so far is kept."
+            plain(status["message"])
+            if status.get("message")
+            else f"Cancelled after {status.get('epochs_done', len(epochs))} epochs; the best model "
+            "so far is kept."
         )
     elif state == "completed":
         evaluation = run_services.evaluation(run_dir) or {}
@@ -162,7 +189,7 @@ def live_view() -> None:
             else "Completed."
         )
     if run["damaged"] and not status.get("damaged"):  # a result file; a failed run said it above
-        st.warning(f"Part of run {plain(watched)} is damaged: {plain(run['damaged'])}.")
+        st.warning(f"Part of run {plain(names[watched])} is damaged: {plain(run['damaged'])}.")
     if state in runs.ACTIVE_STATES and st.button(
         "Cancel run", key="train_cancel", icon=":material/stop:"
     ):
@@ -171,12 +198,21 @@ def live_view() -> None:
     if epochs or steps:
         per_epoch = {watched: status.get("steps_per_epoch") or 1}
         st.plotly_chart(
-            figures.training_curves([(watched, epochs, steps)], per_epoch), key="train_curves"
+            figures.training_curves(
+                [(watched, epochs, steps)], per_epoch, labels={watched: names[watched]}
+            ),
+            key="train_curves",
         )
     elif state in runs.ACTIVE_STATES:
         st.caption(plain(status.get("phase", "starting...")))
-    if state not in runs.ACTIVE_STATES and states[watched] in runs.ACTIVE_STATES:
-        st.rerun()  # the run ended: stop polling and show the final view
+    # A state change of the watched run or another active one (queued -> running -> completed)
+    # reruns the page, so the run box's labels and the polling follow it.
+    if state != states[watched] or any(
+        runs.read_status(runs_dir() / other).get("state") != states[other]
+        for other in active
+        if other != watched
+    ):
+        st.rerun()
 
 
 def _configured_epochs() -> int | str:

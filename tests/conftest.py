@@ -18,6 +18,10 @@ def isolated_dirs(tmp_path_factory, monkeypatch):
     cache = tmp_path_factory.mktemp("cache")
     monkeypatch.setenv("STUDIO_CACHE_DIR", str(cache))
     monkeypatch.setenv("STUDIO_RUNS_DIR", str(tmp_path_factory.mktemp("runs")))
+    # The dashboard's saved settings (ui/settings_store.py): never the user's own file.
+    monkeypatch.setenv(
+        "STUDIO_SETTINGS_FILE", str(tmp_path_factory.mktemp("config") / "settings.json")
+    )
     monkeypatch.setenv("STUDIO_OFFLINE", "1")
     return cache
 

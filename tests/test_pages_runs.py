@@ -12,6 +12,8 @@ from conftest import write_class_folder
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
+from engine.run_admin import display_name
+
 PAGES = Path(__file__).resolve().parent.parent / "pages"
 
 
@@ -131,8 +133,9 @@ def test_compare_shows_the_table(with_run):
     table = at.dataframe[0].value
     status = json.loads((with_run / "status.json").read_text())
     evaluation = json.loads((with_run / "evaluation.json").read_text())
-    assert list(table.columns) == [with_run.name]
-    column = table[with_run.name]
+    name = display_name(status)  # columns carry the run's readable name
+    assert list(table.columns) == [name]
+    column = table[name]
     assert column["parameters"] == f"{status['parameters']['total']:,}"
     assert column["accuracy"] == f"{percent(evaluation['accuracy'])} test accuracy"
     assert column["epochs"] == "1"
@@ -215,7 +218,8 @@ def test_a_validation_number_is_never_called_test_accuracy(validation_run):
     assert not any("test accuracy" in text.lower() for text in shown_text(at))
 
     at = page("compare")
-    column = at.dataframe[0].value[validation_run.name]
+    name = display_name(json.loads((validation_run / "status.json").read_text()))
+    column = at.dataframe[0].value[name]
     assert column["accuracy"] == f"{accuracy} validation accuracy"
 
     at = page("home")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import math
 import re
 from pathlib import Path
 
@@ -11,10 +13,11 @@ import streamlit as st
 from streamlit.errors import StreamlitPageNotFoundError
 
 from engine.config import DataConfig
-from engine.data import Dataset
-from ui import services
+from engine.data import SPLITS, Dataset
+from ui import gallery, services
 from ui.uploads import uploads_folder
 
+PER_PAGE = 24  # sample images on one page of the Data page's grid
 SOURCES = (
     "Built-in digits",
     "TensorFlow Datasets",
@@ -62,9 +65,77 @@ def sample_page(
     chosen = order[(page - 1) * per_page :]
     images = services.item_images(config, chosen.tolist(), size=96)
     return [
-        {"index": int(index), "image": image, "label": dataset.class_names[dataset.labels[index]]}
+        {
+            "index": int(index),
+            "image": image,
+            "label": dataset.class_names[dataset.labels[index]],
+            "name": dataset.item_name(index),
+        }
         for index, image in zip(chosen, images, strict=True)
     ]
+
+
+def widget_key(name: str, config: DataConfig, *parts: object) -> str:
+    """A widget key tied to the loaded dataset (and to parts such as the filters), so a widget of
+    another dataset, or of other filters, never hands its stale value to this one."""
+    tag = hashlib.sha1(repr((services.dataset_key(config), parts)).encode()).hexdigest()[:12]
+    return f"{name}_{tag}"
+
+
+def sample_section(config: DataConfig, dataset: Dataset, summary: dict) -> None:
+    """The Data page's sample grid: split and class filters, reshuffle, a pager, the images.
+
+    The filters are keyed on the dataset and the pager on the filters too, so loading another
+    dataset empties the class box and any filter change opens page 1.
+    """
+    seed_key = widget_key("data_sample_seed", config)
+    st.session_state.setdefault(seed_key, 0)
+
+    def reshuffle() -> None:
+        st.session_state[seed_key] += 1
+
+    split_column, class_column, shuffle_column = st.columns([2, 2, 1], vertical_alignment="bottom")
+    splits = [split for split in SPLITS if sum(summary["counts"][split].values())]
+    split = split_column.radio(
+        "Split", splits, horizontal=True, key=widget_key("data_split", config)
+    )
+    class_choice = class_column.selectbox(
+        "Class",
+        [-1, *range(dataset.num_classes)],
+        format_func=lambda number: "All classes" if number < 0 else dataset.class_names[number],
+        key=widget_key("data_class", config),
+    )
+    shuffle_column.button(
+        "Reshuffle", key="data_shuffle", icon=":material/shuffle:", on_click=reshuffle
+    )
+    class_id = None if class_choice < 0 else class_choice
+    seed = st.session_state[seed_key]
+
+    total = count_items(config, split, class_id)
+    pages = max(1, math.ceil(total / PER_PAGE))
+    page = st.pagination(pages, key=widget_key("data_page", config, split, class_id, seed))
+    page = min(max(page, 1), pages)  # never a page past the end
+    items = sample_page(config, split, page, PER_PAGE, seed, class_id)
+    first = (page - 1) * PER_PAGE + 1
+    if not items:
+        st.info(f"The {split} split has no images of this class.")
+        return
+    st.caption(f"{first:,}–{first + len(items) - 1:,} of {total:,} {split} images, in random order")
+
+    def larger(index: int):
+        return lambda: services.item_images(config, [index], size=gallery.LARGE_SIDE)[0]
+
+    tiles = [
+        gallery.Tile(
+            item["image"],
+            item["label"],
+            item["name"],
+            "cannot be decoded (see the load report)",
+            larger(item["index"]),
+        )
+        for item in items
+    ]
+    gallery.show_tiles(tiles, key="data_enlarge")
 
 
 @st.cache_data(max_entries=8, show_spinner=False)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
@@ -38,64 +40,97 @@ def class_counts_bar(counts: dict[str, dict[str, int]]) -> go.Figure:
     return figure
 
 
+# Legends sit above the plot, in a row, so they never cover an axis title.
+LEGEND_ABOVE = dict(orientation="h", yanchor="bottom", y=1.12, xanchor="left", x=0)
+
+
+def run_colours(run_ids: list[str]) -> dict[str, str]:
+    """One colour per run, by its place in the list: every figure of a page takes it from here."""
+    return {run_id: PALETTE[number % len(PALETTE)] for number, run_id in enumerate(run_ids)}
+
+
 def training_curves(
-    series: list[tuple[str, list[dict], list[dict]]], steps_per_epoch: dict[str, int] | None = None
+    series: list[tuple[str, list[dict], list[dict]]],
+    steps_per_epoch: dict[str, int] | None = None,
+    colours: dict[str, str] | None = None,
+    labels: dict[str, str] | None = None,
 ) -> go.Figure:
     """Loss and accuracy against epochs, for one run or several overlaid.
 
-    series: (name, epoch rows, in-epoch step rows) per run. Step rows are drawn as thin lines at
-    fractional epochs, so the curve moves within an epoch as TensorBoard's does.
+    series: (run id, epoch rows, in-epoch step rows) per run. Step rows are drawn as thin lines at
+    fractional epochs, so the curve moves within an epoch as TensorBoard's does. With several
+    runs, the legend has one entry per run (labels[run id], in colours[run id]) and two entries
+    that say which line style is train and which is validation.
     """
+    colours = colours or run_colours([name for name, _, _ in series])
+    labels = labels or {}
+    several = len(series) > 1
     figure = make_subplots(
         rows=1, cols=2, subplot_titles=("loss", "accuracy"), horizontal_spacing=0.08
     )
-    for number, (name, epochs, steps) in enumerate(series):
-        colour = PALETTE[number % len(PALETTE)]
-        prefix = f"{name} " if len(series) > 1 else ""
+    for name, epochs, steps in series:
+        colour = colours[name]
+        label = labels.get(name, name)
         per_epoch = (steps_per_epoch or {}).get(name)
+        # (legend name, legend group, shown in the legend) of the step, train and validation lines:
+        # with several runs, one entry per run that toggles all its lines; else one per line.
+        if several:
+            lines = {
+                "steps": (f"{label} train (in epoch)", name, False),
+                "train": (label, name, True),
+                "validation": (f"{label} validation", name, False),
+            }
+        else:
+            lines = {kind: (kind, f"{name}-{kind}", True) for kind in ("train", "validation")}
+            lines["steps"] = ("train (in epoch)", f"{name}-steps", True)
         for column, metric in ((1, "loss"), (2, "accuracy")):
-            show = column == 1
+            where = dict(row=1, col=column)
             if steps and per_epoch:
+                legend_name, group, shown = lines["steps"]
                 x = [row["epoch"] - 1 + row["step"] / per_epoch for row in steps if metric in row]
                 figure.add_scatter(
                     x=x,
                     y=[row[metric] for row in steps if metric in row],
                     mode="lines",
-                    row=1,
-                    col=column,
                     line=dict(color=colour, width=1),
                     opacity=0.35,
-                    name=f"{prefix}train (in epoch)",
-                    legendgroup=f"{name}-steps",
-                    showlegend=show,
+                    name=legend_name,
+                    legendgroup=group,
+                    showlegend=shown and column == 1,
+                    **where,
                 )
             x = [row["epoch"] for row in epochs]
+            for kind, key, dash in (
+                ("train", metric, None),
+                ("validation", f"val_{metric}", "dash"),
+            ):
+                legend_name, group, shown = lines[kind]
+                figure.add_scatter(
+                    x=x,
+                    y=[row.get(key) for row in epochs],
+                    mode="lines+markers",
+                    line=dict(color=colour, dash=dash),
+                    name=legend_name,
+                    legendgroup=group,
+                    showlegend=shown and column == 1,
+                    **where,
+                )
+    if several:  # what the line styles mean, in grey, after the runs
+        for style, dash in (("train", "solid"), ("validation", "dash")):
             figure.add_scatter(
-                x=x,
-                y=[row.get(metric) for row in epochs],
-                mode="lines+markers",
+                x=[None],
+                y=[None],
+                mode="lines",
+                line=dict(color="#888888", dash=dash),
+                name=style,
+                legendgroup="line style",
                 row=1,
-                col=column,
-                line=dict(color=colour),
-                name=f"{prefix}train",
-                legendgroup=f"{name}-train",
-                showlegend=show,
-            )
-            figure.add_scatter(
-                x=x,
-                y=[row.get(f"val_{metric}") for row in epochs],
-                mode="lines+markers",
-                row=1,
-                col=column,
-                line=dict(color=colour, dash="dash"),
-                name=f"{prefix}validation",
-                legendgroup=f"{name}-val",
-                showlegend=show,
+                col=1,
             )
     figure.update_xaxes(title_text="epoch")
     figure.update_yaxes(title_text="loss", row=1, col=1)
     figure.update_yaxes(title_text="accuracy", row=1, col=2)
-    figure.update_layout(height=380, margin=dict(t=40, b=10), legend=dict(orientation="h", y=-0.2))
+    figure.update_layout(height=420, margin=dict(t=90, b=10), legend=LEGEND_ABOVE)
     return figure
 
 
@@ -154,17 +189,56 @@ def probability_bars(top_k: list[dict]) -> go.Figure:
     return figure
 
 
-def per_class_bars(per_run: dict[str, dict[str, float]], metric: str = "F1") -> go.Figure:
-    """Per-class scores of several runs side by side."""
+def per_class_bars(
+    per_run: dict[str, dict[str, float]],
+    metric: str = "F1",
+    colours: dict[str, str] | None = None,
+    labels: dict[str, str] | None = None,
+) -> go.Figure:
+    """Per-class scores of several runs side by side; per_run is keyed by run id."""
+    colours = colours or run_colours(list(per_run))
+    labels = labels or {}
     figure = go.Figure()
     for name, scores in per_run.items():
-        figure.add_bar(name=name, x=list(scores), y=list(scores.values()))
+        figure.add_bar(
+            name=labels.get(name, name),
+            x=list(scores),
+            y=list(scores.values()),
+            marker_color=colours[name],
+        )
     figure.update_layout(
         barmode="group",
         xaxis=dict(title="class", type="category"),
         yaxis=dict(title=metric, range=[0, 1.05]),
-        height=360,
-        margin=dict(t=20, b=10),
-        legend=dict(orientation="h", y=-0.25),
+        height=400,
+        margin=dict(t=60, b=10),
+        legend=LEGEND_ABOVE,
+    )
+    return figure
+
+
+def lr_find_figure(result: dict) -> go.Figure:
+    """Loss against learning rate on a log axis, with the suggestion marked."""
+    figure = go.Figure()
+    figure.add_scatter(
+        x=result["learning_rates"],
+        y=result["losses"],
+        mode="lines",
+        name="loss",
+        line={"color": "rgba(120,120,120,0.5)"},
+    )
+    figure.add_scatter(
+        x=result["learning_rates"], y=result["smoothed_losses"], mode="lines", name="smoothed loss"
+    )
+    suggestion = result["suggested_learning_rate"]
+    figure.add_vline(x=suggestion, line_dash="dash", annotation_text=f"suggested {suggestion:.1e}")
+    finite = [v for v in result["smoothed_losses"] if math.isfinite(v)]
+    top = min(max(finite), 4 * min(finite)) if finite else None
+    figure.update_layout(
+        xaxis={"type": "log", "title": "learning rate (log scale)"},
+        yaxis={"title": "training loss", "range": [0, top * 1.05] if top else None},
+        height=320,
+        margin={"t": 30, "b": 40},
+        legend={"orientation": "h", "y": 1.12},
     )
     return figure

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 import streamlit as st
 from streamlit.errors import StreamlitPageNotFoundError
 
-from engine.errors import UserError
-from ui import figures, run_services, services, state
+from engine import run_admin
+from ui import figures, run_services, state
 from ui.data_views import display_name
 from ui.text import plain
 
 ALL_PAIRS = "all"
-MISSING_IMAGE = np.full((96, 96, 3), 200, dtype=np.uint8)  # an item removed or undecodable
 
 
 def completed_runs() -> list[dict]:
@@ -63,7 +61,7 @@ def evaluation_accuracy_text(evaluation: dict) -> str:
 
 
 def run_label(run: dict) -> str:
-    return f"{run['run_id']} · {run_accuracy_text(run)}"
+    return f"{run_admin.display_name(run)} · {run_accuracy_text(run)}"
 
 
 def no_runs_message(purpose: str) -> None:
@@ -93,31 +91,6 @@ def pair_options(evaluation: dict) -> list[str]:
     return [ALL_PAIRS, *pairs]
 
 
-def item_gallery(data_config, items: list[dict], caption, limit: int) -> None:
-    """Thumbnails of evaluation items with a caption each, found by their stored ids; names in a
-    table when the dataset cannot be loaded."""
-    shown = items[:limit]
-    if len(items) > limit:
-        st.caption(f"Showing {limit} of {len(items)}.")
-    try:
-        entries = services.gallery_images(data_config, shown, size=96)
-    except UserError as error:
-        st.warning(f"The images cannot be shown: {plain(error)} Their names are listed instead.")
-        table = pd.DataFrame(shown)[["name", "true", "predicted", "confidence", "loss"]]
-        st.dataframe(
-            table, hide_index=True, column_config={"confidence": percent_column("confidence")}
-        )
-        return
-    st.image(
-        [MISSING_IMAGE if entry.image is None else entry.image for entry in entries],
-        caption=[
-            plain(caption(item)) if entry.image is not None else plain(entry.problem)
-            for item, entry in zip(shown, entries, strict=True)
-        ],
-        width=96,
-    )
-
-
 def percent_column(label: str, help: str | None = None):
     return st.column_config.ProgressColumn(
         label, help=help, format="percent", min_value=0.0, max_value=1.0
@@ -128,29 +101,6 @@ def per_class_table(evaluation: dict) -> pd.DataFrame:
     return pd.DataFrame(evaluation["per_class"])[["class", "precision", "recall", "f1", "support"]]
 
 
-def comparison_table(runs: list[dict]) -> pd.DataFrame:
-    """What each run trained, how well and how fast: one row per measure, one column per run."""
-
-    def shown(value, template: str) -> str:
-        return "—" if value is None else template.format(value)
-
-    columns = {}
-    for run in runs:
-        status, config = run["status"], run["config"]
-        columns[run["run_id"]] = {
-            "model": config.get("model", {}).get("name"),
-            "dataset": config.get("data", {}).get("spec"),
-            "accuracy": run_accuracy_text(run),
-            "macro F1": shown(run.get("macro_f1"), "{:.3f}"),
-            "parameters": shown((status.get("parameters") or {}).get("total"), "{:,}"),
-            "training time": shown(status.get("train_seconds"), "{:,.1f} s"),
-            "images/s": shown(status.get("images_per_second"), "{:,.0f}"),
-            "epochs": shown(status.get("epochs_done"), "{}"),
-            "best epoch": shown(status.get("best_epoch"), "{}"),
-        }
-    return pd.DataFrame(columns).rename_axis("run")
-
-
 def recent_runs_rows(runs: list[dict]) -> list[dict]:
     """The Home page's table: one row per run, newest first, its accuracy named by split."""
     rows = []
@@ -158,16 +108,40 @@ def recent_runs_rows(runs: list[dict]) -> list[dict]:
         config = run.get("config") or {}
         rows.append(
             {
-                "run": run["run_id"],
+                "name": run_admin.display_name(run),
                 "model": (config.get("model") or {}).get("name"),
                 "dataset": display_name((config.get("data") or {}).get("spec") or ""),
                 "state": run.get("state"),
                 "accuracy": run_accuracy_text(run) if run.get("accuracy") is not None else None,
                 "created (UTC)": (run.get("created_at") or "")[:19].replace("T", " "),
+                "run": run["run_id"],  # the folder's name, which the command line takes
                 "damaged": run.get("damaged"),
             }
         )
     return rows
+
+
+def runs_table_rows(runs: list[dict]) -> list[dict]:
+    """The Runs page's table: name, state, dataset, model, accuracy with its split, date, notes."""
+    return [
+        {
+            "name": row["name"],
+            "state": row["state"],
+            "dataset": row["dataset"],
+            "model": row["model"],
+            "accuracy": row["accuracy"] or "—",
+            "created (UTC)": row["created (UTC)"],
+            "notes": run_notes(run),
+            "folder": run["run_id"],
+        }
+        for run, row in zip(runs, recent_runs_rows(runs), strict=True)
+    ]
+
+
+def run_notes(run: dict) -> str:
+    """A listed run's notes ("" without any)."""
+    notes = run.get("notes")
+    return notes if isinstance(notes, str) else ""
 
 
 def flatten(config: dict, prefix: str = "") -> dict[str, object]:

@@ -8,9 +8,6 @@ too. Every widget key starts with `train_`.
 
 from __future__ import annotations
 
-import math
-
-import plotly.graph_objects as go
 import streamlit as st
 
 from engine.config import (
@@ -23,6 +20,7 @@ from engine.config import (
     RunConfig,
     TrainConfig,
 )
+from ui.data_views import display_name
 
 LR_FIND_RESULT = "train_lr_find_result"
 LR_PENDING = "train_lr_pending"  # a suggestion to put into the learning-rate box on the next run
@@ -36,10 +34,19 @@ def apply_pending_learning_rate() -> None:
         st.session_state[LEARNING_RATE_KEY] = float(pending)
 
 
-def training_form(recipe: dict, catalog: list[dict]) -> tuple[dict, dict]:
-    """The model and train sections the user chose, starting from the recipe's values."""
-    model_defaults = ModelConfig(**{**{}, **recipe["config"].get("model", {})})
-    train_defaults = TrainConfig(**recipe["config"].get("train", {}))
+def training_form(
+    recipe: dict, catalog: list[dict], overrides: dict | None = None
+) -> tuple[dict, dict]:
+    """The model and train sections the user chose. The widgets open on the recipe's values with
+    the user's earlier changes (overrides, as ui.state keeps them) on top: widget values are
+    dropped when the user leaves the page, the overrides are not."""
+    overrides = overrides or {}
+    model_defaults = ModelConfig(
+        **{**recipe["config"].get("model", {}), **overrides.get("model", {})}
+    )
+    train_defaults = TrainConfig(
+        **{**recipe["config"].get("train", {}), **overrides.get("train", {})}
+    )
     names = [model["name"] for model in catalog]
     describe = {model["name"]: model for model in catalog}
     left, right = st.columns(2)
@@ -87,21 +94,33 @@ def _custom_cnn_fields(defaults: ModelConfig) -> dict:
         "dense_units": st.select_slider(
             "Dense units", [0, 64, 128, 256, 512], defaults.dense_units, key="train_dense"
         ),
-        "pooling": st.radio("Head", list(POOLINGS), key="train_pooling", horizontal=True),
+        "pooling": st.radio(
+            "Head",
+            list(POOLINGS),
+            index=list(POOLINGS).index(defaults.pooling) if defaults.pooling in POOLINGS else 0,
+            key="train_pooling",
+            horizontal=True,
+        ),
     }
 
 
 def _transfer_fields(defaults: ModelConfig) -> dict:
     fields: dict = {}
+    choices = ["imagenet", "none", "local file"]
     weights = st.radio(
         "Weights",
-        ["imagenet", "none", "local file"],
+        choices,
+        index=choices.index(defaults.weights) if defaults.weights in choices[:2] else 2,
         key="train_weights",
         horizontal=True,
         help="ImageNet weights are downloaded once by Keras and need the internet the first time.",
     )
     fields["weights"] = (
-        st.text_input("Weights file", key="train_weights_file")
+        st.text_input(
+            "Weights file",
+            "" if defaults.weights in choices[:2] else defaults.weights,
+            key="train_weights_file",
+        )
         if weights == "local file"
         else weights
     )
@@ -123,6 +142,7 @@ def _transfer_fields(defaults: ModelConfig) -> dict:
     if fields["mode"] != "feature_extraction":
         fields["fine_tune_from"] = st.text_input(
             "Fine-tune from this layer on (empty: the architecture's last block)",
+            defaults.fine_tune_from,
             key="train_unfreeze_from",
         )
         fields["fine_tune_learning_rate_factor"] = st.select_slider(
@@ -133,7 +153,11 @@ def _transfer_fields(defaults: ModelConfig) -> dict:
         )
     if fields["mode"] == "two_phase":
         fields["head_epochs"] = st.number_input(
-            "Epochs for the head first (0 = half)", 0, 500, 0, key="train_head_epochs"
+            "Epochs for the head first (0 = half)",
+            0,
+            500,
+            defaults.head_epochs,
+            key="train_head_epochs",
         )
     return fields
 
@@ -200,9 +224,13 @@ def _train_fields(defaults: TrainConfig) -> dict:
             help="Validates, keeps and evaluates an exponential moving average of the weights.",
         ),
         "class_weights": st.checkbox(
-            "Weight classes by inverse frequency", key="train_class_weights"
+            "Weight classes by inverse frequency",
+            defaults.class_weights,
+            key="train_class_weights",
         ),
-        "mixed_precision": st.checkbox("Mixed precision (GPU only)", key="train_mixed_precision"),
+        "mixed_precision": st.checkbox(
+            "Mixed precision (GPU only)", defaults.mixed_precision, key="train_mixed_precision"
+        ),
         "seed": st.number_input("Seed", 0, 2**31 - 1, defaults.seed, key="train_seed"),
     }
     return fields
@@ -233,7 +261,7 @@ def run_summary(config: RunConfig, summary: dict, notes: list[str]) -> list[tupl
     rows = [
         (
             "Dataset",
-            f"{config.data.spec} ({summary.get('images', 0):,} images, "
+            f"{display_name(config.data.spec)} ({summary.get('images', 0):,} images, "
             f"{len(summary.get('class_names', []))} classes)",
         ),
         ("Splits", split_sizes),
@@ -254,30 +282,3 @@ def run_summary(config: RunConfig, summary: dict, notes: list[str]) -> list[tupl
         ),
     ]
     return rows + [("Note", note) for note in notes]
-
-
-def lr_find_figure(result: dict) -> go.Figure:
-    """Loss against learning rate on a log axis, with the suggestion marked."""
-    figure = go.Figure()
-    figure.add_scatter(
-        x=result["learning_rates"],
-        y=result["losses"],
-        mode="lines",
-        name="loss",
-        line={"color": "rgba(120,120,120,0.5)"},
-    )
-    figure.add_scatter(
-        x=result["learning_rates"], y=result["smoothed_losses"], mode="lines", name="smoothed loss"
-    )
-    suggestion = result["suggested_learning_rate"]
-    figure.add_vline(x=suggestion, line_dash="dash", annotation_text=f"suggested {suggestion:.1e}")
-    finite = [v for v in result["smoothed_losses"] if math.isfinite(v)]
-    top = min(max(finite), 4 * min(finite)) if finite else None
-    figure.update_layout(
-        xaxis={"type": "log", "title": "learning rate (log scale)"},
-        yaxis={"title": "training loss", "range": [0, top * 1.05] if top else None},
-        height=320,
-        margin={"t": 30, "b": 40},
-        legend={"orientation": "h", "y": 1.12},
-    )
-    return figure

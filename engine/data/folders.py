@@ -218,6 +218,7 @@ def _layout(root: Path, index: _Index) -> dict[str, Path]:
             )
         split_dirs[origin] = folder
     if not split_dirs:
+        _refuse_folder_of_datasets(root, index.where, entries)
         return {"train": root}  # its class folders, loose files and links are reported later
     if "train" not in split_dirs:
         found = ", ".join(f"{d.name}/" for d in split_dirs.values())
@@ -236,6 +237,29 @@ def _layout(root: Path, index: _Index) -> dict[str, Path]:
             index.count_file()
             index.leave_out(entry, "not inside a split folder; not used")
     return split_dirs
+
+
+def _refuse_folder_of_datasets(root: Path, where: str, entries: list[Path]) -> None:
+    """Refuse a folder one level too high, whose datasets would load as classes named after them."""
+    folders = [e for e in entries if e.is_dir() and not e.is_symlink()]
+    if not folders:
+        return
+    for folder in folders:
+        try:
+            inside = [e.name.lower() for e in _visible(folder) if e.is_dir()]
+        except OSError:
+            return
+        if not any(name in SPLIT_FOLDERS for name in inside):
+            return
+    names = [printable(folder.name) for folder in folders]
+    listed = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+    if Path(where).is_dir():
+        advice = f"load one of them, e.g. {root / names[0]}"
+    else:  # a zip, extracted elsewhere: its paths mean nothing to the user
+        advice = f"zip one of them on its own, e.g. {names[0]}/, and load that"
+    raise UserError(
+        f"{where} holds datasets ({listed}), each with its own train/test folders; {advice}."
+    )
 
 
 def _check_header(file: Path, size: int) -> tuple[int, int, str] | str:
