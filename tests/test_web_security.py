@@ -42,6 +42,9 @@ def streamlit_server(runs_dir: Path, cache_dir: Path, log_file: Path, offline: b
     """`streamlit run app.py` on a free localhost port; yields its URL once it answers."""
     port = free_port()
     env = {**os.environ, "STUDIO_RUNS_DIR": str(runs_dir), "STUDIO_CACHE_DIR": str(cache_dir)}
+    # Never the user's own settings file: a module-wide server starts before the per-test
+    # fixture has set one.
+    env.setdefault("STUDIO_SETTINGS_FILE", str(Path(log_file).with_name("settings.json")))
     if offline:
         env["STUDIO_OFFLINE"] = "1"
     command = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port)]
