@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -62,3 +64,20 @@ def write_class_folder(
 @pytest.fixture
 def class_folder(tmp_path) -> Path:
     return write_class_folder(tmp_path / "animals")
+
+
+PROJECT = Path(__file__).resolve().parent.parent
+
+
+def engine_cli(
+    *args: str, env: dict | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess:
+    """`python -m engine ARGS` from the project folder, with env on top of this process's."""
+    return subprocess.run(
+        [sys.executable, "-m", "engine", *args],
+        cwd=PROJECT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )

@@ -4,13 +4,11 @@ sentence naming the value and its range, and a refused command leaves nothing be
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import engine_cli
 from PIL import Image
 
 from engine.config import RunConfig
@@ -20,15 +18,7 @@ from engine.errors import UserError
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def run_engine(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "engine", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        env={**os.environ, **(env or {})},
-        timeout=120,
-    )
+run_engine = engine_cli
 
 
 def assert_one_sentence(message: str, *parts: str) -> None:

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import engine_cli
 
 from engine import distributed, runs
 from engine.config import RunConfig
@@ -22,14 +23,7 @@ TWO_WORKERS = {"worker": ["127.0.0.1:2001", "127.0.0.1:2002"]}
 
 
 def run_engine(*args: str, env: dict | None = None, timeout: float = 600):
-    return subprocess.run(
-        [sys.executable, "-m", "engine", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        env={**os.environ, **(env or {})},
-        timeout=timeout,
-    )
+    return engine_cli(*args, env=env, timeout=timeout)
 
 
 def set_tf_config(monkeypatch, cluster: dict, task: dict) -> None:

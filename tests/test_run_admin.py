@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import engine_cli
 
 from engine import continuation, processes, run_admin, runs
 from engine.config import RunConfig
@@ -20,17 +21,6 @@ from engine.jsonio import append_jsonl, read_json, write_json
 
 PROJECT = Path(__file__).resolve().parent.parent
 SMALL = {"data": {"image_size": 16}, "train": {"epochs": 2, "batch_size": 64}}
-
-
-def engine_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "engine", *args],
-        cwd=PROJECT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=dict(os.environ),
-    )
 
 
 def mark_running_here(run_dir: Path) -> None:

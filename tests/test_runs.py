@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -11,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import engine_cli
 from PIL import Image
 
 from engine import processes, runs
@@ -18,19 +18,6 @@ from engine.config import RunConfig
 from engine.jsonio import read_json, write_json
 
 PROJECT = Path(__file__).resolve().parent.parent
-
-
-def engine_cli(
-    *args: str, env: dict | None = None, timeout: float = 300
-) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "engine", *args],
-        cwd=PROJECT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, **(env or {})},
-    )
 
 
 @pytest.fixture(scope="module")
