@@ -26,7 +26,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command in ("train", "lr-find") and not getattr(args, "run_dir", None):
             args.user = user_values(args)  # a wrong value is refused before TensorFlow starts
         _start_tensorflow(args)
-        return COMMANDS[args.command](args)
+        handler = getattr(args, "handler", None) or COMMANDS[args.command]
+        return handler(args)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -45,7 +46,7 @@ def _start_tensorflow(args: argparse.Namespace) -> None:
     from engine.devices import quiet_tensorflow_start
 
     verbose = getattr(args, "verbose", False)
-    if args.command in ("lr-find", "evaluate", "predict"):
+    if args.command in ("lr-find", "evaluate", "predict") or getattr(args, "tensorflow", False):
         quiet_tensorflow_start(verbose)
     elif args.command == "train" and args.local_workers is not None:
         quiet_tensorflow_start(verbose, devices=False)

@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 from pathlib import Path
 
 from engine.config import DataConfig
+
+# Modules that add their own subcommands: each has add_commands(commands), and every parser it
+# adds sets defaults handler=FUNCTION(args) -> exit code and tensorflow=True|False (whether
+# TensorFlow is started, quietly, before the handler runs).
+COMMAND_MODULES = ("engine.cli_health", "engine.cli_insight")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -88,6 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     delete = commands.add_parser("delete", help="delete a run's folder (never while it trains)")
     delete.add_argument("run_dir", type=Path)
 
+    for module in COMMAND_MODULES:
+        importlib.import_module(module).add_commands(commands)
     return parser
 
 
