@@ -185,13 +185,12 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    from engine.predict import Predictor
+    from engine.predict import predict_files
 
-    predictor = Predictor(args.run_dir)
-    results = predictor.predict(
-        [(str(path), path) for path in args.images], top_k=args.top_k, tta=args.tta
-    )
+    results, warnings = predict_files(args.run_dir, args.images, args.top_k, args.tta, args.explain)
     print(json.dumps(results, indent=2))
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     return 0 if all("top_k" in r for r in results) else 1
 
 

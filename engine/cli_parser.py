@@ -56,6 +56,13 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument(
         "--tta", action="store_true", help="average each image's and its mirror's probabilities"
     )
+    predict.add_argument(
+        "--explain",
+        type=Path,
+        metavar="DIR",
+        help="write each image's Grad-CAM heatmap (DIR/<stem>.cam.npy) and overlay "
+        "(DIR/<stem>.cam.png) there",
+    )
 
     info = commands.add_parser("info", help="a dataset summary as JSON")
     info.add_argument("spec")

@@ -1,4 +1,5 @@
-"""Prediction on arbitrary images with a run's model: the same decoding and resizing as training."""
+"""Prediction on arbitrary images with a run's model: the same decoding and resizing as training,
+and whether each image is unfamiliar (engine.familiarity)."""
 
 from __future__ import annotations
 
@@ -66,6 +67,10 @@ class Predictor:
                 f"Run {self.run_dir.name} has no load report (it did not finish loading its data); pick a completed run."
             )
         self.model = model if model is not None else load_model(run_model_path(self.run_dir))
+        self._dual = None  # [features, probabilities] model, built on first use
+        self._familiarity = None
+        # Why unfamiliar images cannot be told apart (None until tried, "" when they can).
+        self.familiarity_problem: str | None = None
 
     def preprocess(self, source: str | os.PathLike | bytes) -> np.ndarray:
         """One image file or its bytes -> image_size x image_size x 3 float32 in [0, 255]."""
@@ -102,14 +107,49 @@ class Predictor:
             for position, image in zip(positions, images, strict=True):
                 results[position]["image"] = image.astype(np.uint8)
         if images:
-            probabilities = self.probabilities(np.stack(images), batch_size, tta)
+            probabilities, unfamiliar = self._probabilities_and_familiarity(
+                np.stack(images), batch_size, tta
+            )
             k = max(1, min(top_k, len(self.class_names)))
-            for position, row in zip(positions, probabilities, strict=True):
+            for position, row, flag in zip(positions, probabilities, unfamiliar, strict=True):
                 order = np.argsort(-row)[:k]
                 results[position]["top_k"] = [
                     {"label": self.class_names[i], "probability": float(row[i])} for i in order
                 ]
+                results[position]["unfamiliar"] = flag
         return results
+
+    def _probabilities_and_familiarity(
+        self, images: np.ndarray, batch_size: int, tta: bool
+    ) -> tuple[np.ndarray, list[bool | None]]:
+        """Probabilities (as probabilities()) and, from the same pass, whether each image is
+        unfamiliar (engine.familiarity); None each when that cannot be judged (familiarity_problem)."""
+        familiarity = self.familiarity()
+        if familiarity is None:
+            return self.probabilities(images, batch_size, tta), [None] * len(images)
+        from engine.features import outputs
+
+        features, probabilities = outputs(self._dual, images, batch_size)
+        probabilities = probabilities.astype(np.float64)
+        if tta:
+            probabilities = (
+                probabilities + self._model_output(flip_horizontal(images), batch_size)
+            ) / 2
+        return probabilities, [bool(flag) for flag in familiarity.unfamiliar(features)]
+
+    def familiarity(self):
+        """The run's engine.familiarity.Familiarity, fitted once per model file and cached in
+        the run folder; None with familiarity_problem set when it cannot be had."""
+        if self._familiarity is None and self.familiarity_problem is None:
+            from engine import familiarity, features
+
+            try:
+                self._dual = features.features_model(self.model)
+                self._familiarity = familiarity.load_or_fit(self.run_dir, self._dual)
+                self.familiarity_problem = ""
+            except UserError as error:
+                self.familiarity_problem = str(error)
+        return self._familiarity
 
     def probabilities(
         self, images: np.ndarray, batch_size: int = 64, tta: bool = False
@@ -129,3 +169,37 @@ class Predictor:
         return np.asarray(
             self.model.predict(images, batch_size=batch_size, verbose=0), dtype=np.float64
         )
+
+
+def predict_files(
+    run_dir: str | os.PathLike,
+    paths: list[Path],
+    top_k: int = 5,
+    tta: bool = False,
+    explain_dir: str | os.PathLike | None = None,
+) -> tuple[list[dict], list[str]]:
+    """`python -m engine predict`: (one result per file, warnings to print).
+
+    With explain_dir, each usable image's Grad-CAM heatmap and overlay are written there
+    (engine.explain.write_explanations); a model Grad-CAM cannot explain, or a folder that cannot
+    be made, is refused before anything is predicted.
+    """
+    predictor = Predictor(run_dir)
+    grad_cam = None
+    if explain_dir is not None:
+        from engine.explain import GradCam, explain_folder
+
+        explain_folder(explain_dir)
+        grad_cam = GradCam(predictor.model)
+    sources = [(str(path), path) for path in paths]
+    results = predictor.predict(sources, top_k=top_k, tta=tta, with_images=grad_cam is not None)
+    if grad_cam is not None:
+        from engine.explain import write_explanations
+
+        write_explanations(grad_cam, results, explain_dir)
+        for result in results:
+            result.pop("image", None)
+    warnings = []
+    if predictor.familiarity_problem:
+        warnings.append(f"unfamiliar images cannot be told apart: {predictor.familiarity_problem}")
+    return results, warnings

@@ -1,10 +1,11 @@
-"""Evaluate: a completed run's metrics on its test split (or validation), per-class scores, confusion matrix and mistakes."""
+"""Evaluate: a completed run's metrics on its test split (or validation), per-class scores,
+confusion matrix, mistakes (with Grad-CAM heatmaps on request) and the embedding of its features."""
 
 import streamlit as st
 
 from engine.errors import UserError
 from engine.runs import load_config
-from ui import gallery, run_services, state
+from ui import explain_views, run_services, state
 from ui.run_views import (
     ALL_PAIRS,
     completed_runs,
@@ -145,6 +146,7 @@ except UserError as error:
     st.error(plain(error))
     st.stop()
 
+show_cam = explain_views.gradcam_toggle("eval_gradcam")
 st.subheader(f"Misclassified images ({evaluation['misclassified_count']:,})")
 pair = st.selectbox("Class pair (true → predicted)", options, key="eval_pair")
 misclassified = [
@@ -157,12 +159,14 @@ if misclassified:
         "Most confident mistakes first; captions read true → predicted (confidence) · file; "
         "Enlarge shows an image larger."
     )
-    gallery.evaluation_gallery(
+    explain_views.evaluation_gallery(
+        run_dir,
         data_config,
         misclassified,
         lambda item: f"{pair_label(item['true'], item['predicted'])} ({item['confidence']:.0%})",
         limit=48,
         key="eval_misclassified_enlarge",
+        show_cam=show_cam,
     )
 else:
     st.success("No misclassified images.")
@@ -172,10 +176,14 @@ st.caption(
     "The images the model found hardest, right or wrong; captions read true → predicted (loss) "
     "· file."
 )
-gallery.evaluation_gallery(
+explain_views.evaluation_gallery(
+    run_dir,
     data_config,
     evaluation["highest_loss"],
     lambda item: f"{pair_label(item['true'], item['predicted'])} ({item['loss']:.2f})",
     limit=24,
     key="eval_highest_loss_enlarge",
+    show_cam=show_cam,
 )
+
+explain_views.embedding_section(run_dir, data_config, show_cam)

@@ -1,9 +1,10 @@
-"""Predict: classify uploaded or camera images with a completed run's best model."""
+"""Predict: classify uploaded or camera images with a completed run's best model, say which look
+unlike its training images, and show where the model looked (Grad-CAM)."""
 
 import streamlit as st
 
 from engine.errors import UserError
-from ui import figures, run_services, state
+from ui import explain_views, figures, run_services, state
 from ui.run_views import completed_runs, no_runs_message, pick_run, prediction_table
 from ui.state import init_state
 from ui.text import csv_text, plain
@@ -57,6 +58,7 @@ top_k = st.slider(
     key="predict_top_k",
     help="How many of the most likely classes to show per image.",
 )
+show_cam = explain_views.gradcam_toggle("predict_gradcam")
 if not sources:
     st.info(f"Upload images to classify them into the run's {classes} classes.")
     st.stop()
@@ -68,6 +70,8 @@ try:
 except UserError as error:
     st.error(plain(error))
     st.stop()
+explain_views.familiarity_caption(predictor.familiarity_problem)
+overlays = explain_views.prediction_overlays(run["path"], results[:DETAILED]) if show_cam else {}
 
 for position, result in enumerate(results[:DETAILED]):
     name = result["file"]
@@ -80,8 +84,12 @@ for position, result in enumerate(results[:DETAILED]):
         picture, chart = st.columns([1, 3], vertical_alignment="center")
         # The decoded image the model saw, never the upload's bytes: a browser or st.image cannot
         # draw every file the engine reads (a 16-bit PNG, a TIFF).
-        picture.image(result["image"], caption=plain(name), width=160)
+        if position in overlays:
+            picture.image(overlays[position], caption=f"{plain(name)} · Grad-CAM", width=160)
+        else:
+            picture.image(result["image"], caption=plain(name), width=160)
         chart.markdown(f"**{plain(best['label'])}** · {best['probability']:.1%}")
+        explain_views.familiarity_note(result, chart)
         bars = figures.probability_bars(result["top_k"])
         chart.plotly_chart(bars, key=f"predict_bars_{position}")
 if len(sources) > DETAILED:
@@ -91,7 +99,7 @@ for result in results[DETAILED:]:
         st.error(f"{plain(result['file'])}: {plain(result['error'])}.")
 
 st.subheader("Results")
-table = prediction_table(results)
+table = explain_views.with_familiarity(prediction_table(results), results)
 st.dataframe(
     table,
     hide_index=True,

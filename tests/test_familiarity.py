@@ -1,0 +1,156 @@
+"""Unfamiliar images: the threshold flags 5% of validation by construction, images unlike the
+training data (pure noise, other pictures) are flagged, and the fitted statistics are cached."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from engine.familiarity import FILE_NAME, Familiarity
+
+
+def clusters(rng: np.random.Generator, count: int, centres: np.ndarray) -> tuple:
+    labels = rng.integers(0, len(centres), count)
+    return centres[labels] + rng.normal(size=(count, centres.shape[1])), labels
+
+
+def test_the_threshold_flags_five_percent_of_validation_and_far_points():
+    rng = np.random.default_rng(0)
+    centres = rng.normal(scale=6.0, size=(3, 8))
+    train, labels = clusters(rng, 3000, centres)
+    validation, _ = clusters(rng, 1000, centres)
+    familiarity = Familiarity.fit(train, labels, validation)
+
+    assert familiarity.means.shape == (3, 8) and familiarity.precision.shape == (8, 8)
+    assert familiarity.unfamiliar(validation).mean() == pytest.approx(0.05, abs=0.001)
+    fresh, _ = clusters(rng, 2000, centres)  # new images from the same classes: about 5% too
+    assert 0.03 <= familiarity.unfamiliar(fresh).mean() <= 0.07
+    far = rng.normal(scale=6.0, size=(200, 8)) + 40.0
+    assert familiarity.unfamiliar(far).all()
+    # Nearest class, not all classes: a point on a class mean is familiar.
+    assert not familiarity.unfamiliar(centres).any()
+    assert familiarity.distances(familiarity.means) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_wide_features_are_projected_before_the_covariance(monkeypatch):
+    from engine import familiarity as module
+
+    # The same path as 1,280 MobileNet features at a size that keeps the test fast.
+    monkeypatch.setattr(module, "MAX_DIMENSIONS", 64)
+    monkeypatch.setattr(module, "PROJECTED_DIMENSIONS", 16)
+    rng = np.random.default_rng(1)
+    centres = rng.normal(scale=3.0, size=(2, 100))
+    train, labels = clusters(rng, 400, centres)
+    validation, _ = clusters(rng, 400, centres)
+    familiarity = Familiarity.fit(train, labels, validation)
+    assert familiarity.components.shape == (16, 100) and familiarity.precision.shape == (16, 16)
+    assert familiarity.unfamiliar(validation).mean() == pytest.approx(0.05, abs=0.003)
+    assert familiarity.unfamiliar(rng.normal(scale=3.0, size=(50, 100)) + 5.0).mean() >= 0.9
+
+
+def test_features_that_are_not_finite_are_refused_in_one_sentence():
+    from engine.errors import UserError
+
+    features = np.ones((10, 4))
+    features[3, 1] = np.nan
+    with pytest.raises(UserError, match="not all finite numbers"):
+        Familiarity.fit(features, np.zeros(10, int), np.ones((5, 4)))
+
+
+def test_the_statistics_are_cached_and_a_damaged_cache_is_fitted_again(tmp_path, monkeypatch):
+    from engine import familiarity as module
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "best.keras").write_bytes(b"a model")
+    rng = np.random.default_rng(2)
+    fits = []
+
+    def fit_run(run_dir, dual):
+        fits.append(run_dir)
+        train, labels = clusters(rng, 300, np.eye(3, 4) * 5)
+        return Familiarity.fit(train, labels, clusters(rng, 100, np.eye(3, 4) * 5)[0])
+
+    monkeypatch.setattr(module, "fit_run", fit_run)
+    first = module.load_or_fit(run_dir, dual=None)
+    second = module.load_or_fit(run_dir, dual=None)
+    assert len(fits) == 1 and (run_dir / FILE_NAME).is_file()
+    assert second.threshold == first.threshold and np.array_equal(second.means, first.means)
+    assert second.threshold_split == "validation"
+
+    (run_dir / FILE_NAME).write_bytes(b"\x00garbage")
+    module.load_or_fit(run_dir, dual=None)
+    assert len(fits) == 2
+    (run_dir / "best.keras").write_bytes(b"a model trained further")  # another model: fit again
+    module.load_or_fit(run_dir, dual=None)
+    assert len(fits) == 3
+    assert [path.name for path in run_dir.iterdir() if path.name.startswith(".")] == []
+
+
+@pytest.fixture(scope="module")
+def square_run(tmp_path_factory) -> Path:
+    """tests/test_explain.py's run on bright squares left or right, trained once per process."""
+    from test_explain import trained_square_run
+
+    return trained_square_run(tmp_path_factory)
+
+
+def png(image: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_noise_and_other_pictures_are_flagged_and_validation_as_promised(square_run):
+    from conftest import pattern_image
+    from test_explain import SIZE
+
+    from engine.features import run_dataset
+    from engine.predict import Predictor
+
+    (square_run / FILE_NAME).unlink(missing_ok=True)
+    predictor = Predictor(square_run)
+    dataset = run_dataset(square_run)
+    validation = dataset.images()[dataset.indices("validation")]
+    results = predictor.predict([(f"v{i}", png(image)) for i, image in enumerate(validation)])
+    assert predictor.familiarity_problem == "" and (square_run / FILE_NAME).is_file()
+    assert predictor.familiarity().threshold_split == "validation"
+    share = np.mean([result["unfamiliar"] for result in results])
+    # Measured: 2 of 30 (6.7 %); the threshold's quantile allows one image either way.
+    assert abs(share - 0.05) <= 1 / len(validation) + 1e-9, share
+
+    rng = np.random.default_rng(5)
+    noise = [rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8) for _ in range(20)]
+    other = [pattern_image(class_id, seed, SIZE) for class_id in range(4) for seed in range(3)]
+    other += [rng.integers(0, 110, (SIZE, SIZE, 3), dtype=np.uint8) for _ in range(6)]  # no square
+    other += [np.full((SIZE, SIZE, 3), value, np.uint8) for value in (0, 128, 255)]
+    flags = {}
+    for kind, images in (("noise", noise), ("other", other)):
+        results = predictor.predict([(f"{kind}{i}", png(image)) for i, image in enumerate(images)])
+        flags[kind] = np.mean([result["unfamiliar"] for result in results])
+    # Measured: noise 100 %; other pictures (stripes of colour, noise without a square, flat
+    # grey, black and white) 100 %.
+    assert flags["noise"] >= 0.9 and flags["other"] >= 0.8, flags
+
+
+def test_a_model_that_gives_no_features_predicts_without_the_flag(tmp_path):
+    from engine.config import RunConfig
+    from engine.jsonio import write_json
+    from engine.predict import Predictor
+    from engine.runs import create_run
+
+    class Brightness:  # not a Keras model: it has no features to measure
+        def __call__(self, images, training=False):
+            bright = np.asarray(images).mean(axis=(1, 2, 3)) / 255.0
+            return np.stack([1.0 - bright, bright], axis=1)
+
+    run_dir = create_run(RunConfig(), tmp_path / "runs")
+    write_json(run_dir / "load_report.json", {"class_names": ["dark", "bright"], "image_size": 8})
+    predictor = Predictor(run_dir, model=Brightness())
+    [result] = predictor.predict([("white", png(np.full((8, 8, 3), 255, np.uint8)))])
+    assert result["top_k"][0]["label"] == "bright" and result["unfamiliar"] is None
+    assert "not a Keras model" in predictor.familiarity_problem
