@@ -1,8 +1,10 @@
-"""Compare: several completed runs side by side: scores, speed, curves, per-class F1, config changes."""
+"""Compare: several completed runs side by side: scores, speed, a paired test of two of them,
+curves, per-class F1, config changes."""
 
 import streamlit as st
 
-from ui import compare_views, figures, run_services
+from engine.errors import UserError
+from ui import compare_stats_views, compare_views, figures, insight_services, run_services
 from ui.run_views import (
     completed_runs,
     config_differences,
@@ -62,6 +64,19 @@ if len(selected) > 1:
         "★ marks the best value of a row: the highest accuracy, F1 and speed, the lowest loss "
         "and training time."
     )
+
+# ----- a paired test: is one run really better, or is it chance? -------------------------------
+st.subheader("Is one run really better?")
+if len(selected) < 2:
+    st.caption("Pick a second run to test whether their accuracies really differ.")
+else:
+    run_a, run_b = compare_stats_views.pick_pair(selected, names)
+    try:
+        result = insight_services.compare(run_a["path"], run_b["path"])
+    except UserError as error:
+        st.warning(plain(error))
+    else:
+        compare_stats_views.show_comparison(result, names, colours)
 
 # ----- curves ----------------------------------------------------------------------------------
 st.subheader("Training curves")

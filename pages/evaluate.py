@@ -1,11 +1,13 @@
 """Evaluate: a completed run's metrics on its test split (or validation), per-class scores,
-confusion matrix, mistakes (with Grad-CAM heatmaps on request) and the embedding of its features."""
+confusion matrix, mistakes (with Grad-CAM heatmaps on request), the embedding of its features and
+the export of its model with a parity check."""
 
 import streamlit as st
 
 from engine.errors import UserError
 from engine.runs import load_config
 from ui import explain_views, run_services, state
+from ui.export_views import export_section
 from ui.run_views import (
     ALL_PAIRS,
     completed_runs,
@@ -187,3 +189,5 @@ explain_views.evaluation_gallery(
 )
 
 explain_views.embedding_section(run_dir, data_config, show_cam)
+
+export_section(run_dir)
