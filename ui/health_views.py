@@ -1,0 +1,229 @@
+"""The Data page's health audit: choices, a progress bar, and the report's counts, galleries,
+tables and class balance. Every file and class name is the user's text, shown through plain()
+or in table cells and figure labels, never as Markdown or HTML."""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from engine.config import DataConfig
+from engine.errors import UserError
+from engine.jsonio import dumps
+from ui import gallery, health_services, services
+from ui.text import plain
+
+GROUPS_SHOWN = 8  # groups of copies shown as galleries per finding; all are in the JSON
+STAGES = {
+    "decode": "Decoding images",
+    "hash": "Hashing images",
+    "measure": "Measuring images",
+    "features": "Computing the run's features",
+    "labels": "Cross-validating labels (fold)",
+}
+ISSUES = {
+    "unreadable": "Unreadable",
+    "dark": "Very dark",
+    "bright": "Very bright",
+    "blurry": "Blurry",
+    "low_information": "Low information",
+    "grayscale": "Grayscale among colour",
+    "odd_size": "Odd size",
+    "odd_aspect_ratio": "Odd aspect ratio",
+}
+
+
+def health_section(config: DataConfig, runs_dir: Path | None = None) -> None:
+    """The audit of the dataset `config` names: options, a Run button, then the last report.
+
+    runs_dir: where runs are listed; a completed run on this dataset can give the label-issue
+    features (its penultimate layer) instead of simple image features.
+    """
+    st.caption(
+        "Copies of the same photo (exact, or resized, re-encoded or slightly cropped), copies "
+        "that sit in two splits or two classes, odd images, class balance, and photos whose "
+        "label is probably wrong. The audit decodes the dataset first if training has not."
+    )
+    runs = health_services.feature_runs(config, runs_dir) if runs_dir else []
+    labels_column, features_column = st.columns(2)
+    label_issues = labels_column.checkbox(
+        "Find label issues",
+        key="data_health_labels",
+        help="Cross-validated logistic regression and cleanlab; takes longer.",
+    )
+    choices = [""] + [run["path"] for run in runs]
+    names = {run["path"]: run["name"] for run in runs}
+    chosen = features_column.selectbox(
+        "Features for label issues",
+        choices,
+        key="data_health_run",
+        format_func=lambda path: names.get(path, "Simple image features"),
+        disabled=not label_issues or not runs,
+        help="A completed run on this dataset sees the photos better than simple features.",
+    )
+    run_dir = Path(chosen) if label_issues and chosen else None
+    if st.button("Run the audit", key="data_health_start", icon=":material/health_and_safety:"):
+        bar = st.progress(0.0, text="Starting the audit...")
+
+        def progress(stage: str, done: int, total: int) -> None:
+            text = f"{STAGES.get(stage, stage)}: {done:,} of {total:,}"
+            bar.progress(min(done / max(total, 1), 1.0), text=text)
+
+        try:
+            health_services.run_audit(config, run_dir, label_issues, progress)
+        except UserError as error:
+            st.error(plain(error))
+            return
+        finally:
+            bar.empty()
+    report = health_services.stored_report(config, run_dir, label_issues)
+    if report is None:
+        st.info("Run the audit to see the health of this dataset.")
+        return
+    show_report(config, report)
+
+
+def show_report(config: DataConfig, report: dict) -> None:
+    """The report's counts, then a tab per finding."""
+    issues = report["image_issues"]
+    columns = st.columns(6)
+    columns[0].metric("Images", f"{report['images']:,}")
+    columns[1].metric("Exact duplicate groups", len(report["exact_duplicates"]))
+    columns[2].metric(
+        "Near duplicate groups",
+        len(report["near_duplicates"]),
+        help=f"Perceptual hashes within {report['near_duplicate_distance']} of 512 bits.",
+    )
+    columns[3].metric("Leaks across splits", len(report["leakage"]))
+    columns[4].metric("Label conflicts", len(report["label_conflicts"]))
+    columns[5].metric("Odd images", sum(len(entries) for entries in issues.values()))
+    tabs = st.tabs(
+        ["Duplicates", "Leakage", "Label conflicts", "Image issues", "Label issues", "Balance"]
+    )
+    with tabs[0]:
+        group_gallery(config, report["exact_duplicates"], "exact", "No byte-identical files.")
+        group_gallery(config, report["near_duplicates"], "near", "No near duplicates.")
+    with tabs[1]:
+        group_gallery(config, report["leakage"], "leak", "No copies sit in two splits.")
+    with tabs[2]:
+        group_gallery(config, report["label_conflicts"], "conflict", "No copies in two classes.")
+    with tabs[3]:
+        rows = [
+            {"issue": ISSUES.get(kind, kind), **entry}
+            for kind, entries in issues.items()
+            for entry in entries
+        ]
+        if rows:
+            st.dataframe(pd.DataFrame(rows), hide_index=True, key="data_health_issues")
+            st.caption(
+                "Score: the mean grey level (0-1) for dark and bright, the share of colour for "
+                "grayscale, and the ratio to the set's median for the others."
+            )
+        else:
+            st.success("No odd images.")
+    with tabs[4]:
+        label_issue_table(report)
+    with tabs[5]:
+        st.plotly_chart(balance_figure(report["class_balance"]), key="data_health_balance")
+    st.download_button(
+        "Download the report (JSON)",
+        dumps(report, indent=2),
+        file_name="health.json",
+        mime="application/json",
+        key="data_health_download",
+    )
+
+
+def group_gallery(config: DataConfig, groups: list[list[dict]], kind: str, empty: str) -> None:
+    """Each group of copies as a row of thumbnails captioned with class, split and file name."""
+    if not groups:
+        st.success(empty)
+        return
+    shown = groups[:GROUPS_SHOWN]
+    if len(groups) > GROUPS_SHOWN:
+        st.caption(f"Showing {GROUPS_SHOWN} of {len(groups)} groups; the JSON report has all.")
+    members = [member for group in shown for member in group]
+    try:
+        images = services.gallery_images(config, [{"id": m["file"]} for m in members], size=96)
+    except UserError as error:
+        st.warning(f"The images cannot be shown: {plain(error)}")
+        images = None
+    position = 0
+    for number, group in enumerate(shown):
+        splits = sorted({member["split"] for member in group})
+        classes = sorted({member["class"] for member in group})
+        st.caption(
+            f"Group {number + 1}: {len(group)} files in {plain(', '.join(splits))}; "
+            f"class {plain(', '.join(classes))}"
+        )
+        tiles = []
+        for member in group:
+            entry = images[position] if images else None
+            position += 1
+            tiles.append(
+                gallery.Tile(
+                    entry.image if entry else None,
+                    f"{member['class']} · {member['split']}",
+                    member["file"],
+                    entry.problem if entry else "not shown",
+                )
+            )
+        gallery.show_tiles(tiles, key=f"data_health_{kind}_{number}")
+
+
+def label_issue_table(report: dict) -> None:
+    """The label issues, most suspicious first, with how they were found."""
+    model = report.get("label_model")
+    if model is None:
+        st.info("Tick Find label issues and run the audit again to look for wrong labels.")
+        return
+    if model.get("note"):
+        st.info(plain(model["note"]))
+        return
+    st.caption(
+        f"{len(report['label_issues']):,} files, from a logistic regression on "
+        f"{plain(model['features'])} ({model['folds']}-fold, out-of-sample accuracy "
+        f"{model['accuracy']:.1%}); the lower the quality, the more likely the label is wrong."
+    )
+    if report["label_issues"]:
+        quality = st.column_config.ProgressColumn("quality", min_value=0.0, max_value=1.0)
+        st.dataframe(
+            pd.DataFrame(report["label_issues"]),
+            hide_index=True,
+            column_config={"quality": quality},
+            key="data_health_label_issues",
+        )
+
+
+def balance_figure(counts: dict[str, dict[str, int]]) -> go.Figure:
+    """Grouped bars: each class's share of each split's images, so splits compare at a glance."""
+    figure = go.Figure()
+    for split, per_class in counts.items():
+        total = sum(per_class.values())
+        if not total:
+            continue
+        # Plotly reads a little HTML in labels; class names are shown as the text they are.
+        names = [html.escape(name, quote=False) for name in per_class]
+        shares = [count / total * 100 for count in per_class.values()]
+        customdata = list(per_class.values())
+        figure.add_bar(
+            name=split,
+            x=names,
+            y=shares,
+            customdata=customdata,
+            hovertemplate="%{x}: %{y:.1f}% (%{customdata:,} images)<extra>" + split + "</extra>",
+        )
+    figure.update_layout(
+        barmode="group",
+        xaxis_title="class",
+        yaxis_title="share of the split's images (%)",
+        legend_title="split",
+        margin=dict(t=30, b=10),
+        height=360,
+    )
+    figure.update_xaxes(type="category")
+    return figure
