@@ -77,11 +77,13 @@ def user_values(args: argparse.Namespace) -> dict:
 
 
 def resolved_config(args: argparse.Namespace):
-    """The data's recipe, with the config file's values and then the flags on top."""
-    from engine.data import load_dataset
+    """The data's recipe, then the config file's values, the flags, and the exclusions and
+    relabels saved for the dataset (unless the config names its own, as a run's config.json does)."""
+    from engine.data import edits, load_dataset
     from engine.recipe import default_weights_check, resolve
 
     user = args.user if hasattr(args, "user") else user_values(args)
+    user = {**user, "data": edits.fill_in(user.get("data", {}))}
     data_only = RunConfig.from_dict({"data": user.get("data", {})})
     dataset = load_dataset(data_only.data)
     config, recipe = resolve(dataset, user, default_weights_check)
@@ -215,29 +217,6 @@ def run_models(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_runs(args: argparse.Namespace) -> int:
-    from engine.runs import list_runs
-
-    for run in list_runs(args.runs_dir):
-        if run["accuracy"] is None:
-            headline = "not evaluated"
-        else:
-            # The split is named so a validation number never reads as a test one.
-            name = f"{run['accuracy_split']} accuracy" if run["accuracy_split"] else "accuracy"
-            headline = f"{name} {run['accuracy'] * 100:.2f} %"
-        damaged = f"  (damaged: {run['damaged']})" if run.get("damaged") else ""
-        print(f"{run['run_id']:<60} {run['state']:<10} {headline}{damaged}")
-    return 0
-
-
-def run_cancel(args: argparse.Namespace) -> int:
-    from engine.runs import request_cancel
-
-    status = request_cancel(args.run_dir)
-    print(f"cancel requested for {args.run_dir} (state {status.get('state')})")
-    return 0
-
-
 def run_resume(args: argparse.Namespace) -> int:
     from engine.run_admin import prepare_resume
 
@@ -250,29 +229,6 @@ def run_resume(args: argparse.Namespace) -> int:
     return _train_and_report(args.run_dir)
 
 
-def run_rename(args: argparse.Namespace) -> int:
-    from engine.run_admin import set_name
-
-    print(f"{args.run_dir}: named {set_name(args.run_dir, args.name)!r}")
-    return 0
-
-
-def run_note(args: argparse.Namespace) -> int:
-    from engine.run_admin import set_notes
-
-    notes = set_notes(args.run_dir, args.text)
-    print(f"{args.run_dir}: notes {'set' if notes else 'cleared'} ({len(notes):,} characters)")
-    return 0
-
-
-def run_delete(args: argparse.Namespace) -> int:
-    from engine.run_admin import delete_run
-
-    delete_run(args.run_dir)
-    print(f"deleted {args.run_dir}")
-    return 0
-
-
 COMMANDS = {
     "train": run_train,
     "lr-find": run_lr_find,
@@ -280,12 +236,7 @@ COMMANDS = {
     "predict": run_predict,
     "info": run_info,
     "models": run_models,
-    "runs": run_runs,
-    "cancel": run_cancel,
     "resume": run_resume,
-    "rename": run_rename,
-    "note": run_note,
-    "delete": run_delete,
 }
 
 if __name__ == "__main__":

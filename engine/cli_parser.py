@@ -11,7 +11,7 @@ from engine.config import DataConfig
 # Modules that add their own subcommands: each has add_commands(commands), and every parser it
 # adds sets defaults handler=FUNCTION(args) -> exit code and tensorflow=True|False (whether
 # TensorFlow is started, quietly, before the handler runs).
-COMMAND_MODULES = ("engine.cli_health", "engine.cli_insight")
+COMMAND_MODULES = ("engine.cli_runs", "engine.cli_health", "engine.cli_insight")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -76,12 +76,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("models", help="the models you can train")
 
-    runs_command = commands.add_parser("runs", help="list runs and their state")
-    runs_command.add_argument("--runs-dir", type=Path)
-
-    cancel = commands.add_parser("cancel", help="ask a run to stop at its next batch")
-    cancel.add_argument("run_dir", type=Path)
-
     resume = commands.add_parser(
         "resume",
         help="train a finished, cancelled or interrupted run for more epochs from its latest "
@@ -89,17 +83,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     resume.add_argument("run_dir", type=Path)
     resume.add_argument("--epochs", type=int, required=True, help="how many more epochs")
-
-    rename = commands.add_parser("rename", help="give a run a short readable name")
-    rename.add_argument("run_dir", type=Path)
-    rename.add_argument("name")
-
-    note = commands.add_parser("note", help="set a run's notes (an empty text clears them)")
-    note.add_argument("run_dir", type=Path)
-    note.add_argument("text")
-
-    delete = commands.add_parser("delete", help="delete a run's folder (never while it trains)")
-    delete.add_argument("run_dir", type=Path)
 
     for module in COMMAND_MODULES:
         importlib.import_module(module).add_commands(commands)

@@ -46,6 +46,21 @@ class DataConfig:
     validation_split: str = ""
     test_split: str = ""
     max_pixels: int = 40_000_000  # larger images are skipped and reported (decompression bombs)
+    # The user's edits (engine/data/edits.py), recorded here so a rerun from a run's config.json
+    # uses the same data: files left out, by item id (the path under the dataset folder, or
+    # origin[row]), and files given another class (item id -> class name).
+    exclude: tuple[str, ...] = ()
+    relabel: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # JSON gives a list and any order; sorted, equal choices make equal configs and cache
+        # keys. Values of another kind are left for engine.validation to refuse with a sentence.
+        if isinstance(self.exclude, (list, tuple)) and all(
+            isinstance(item, str) for item in self.exclude
+        ):
+            object.__setattr__(self, "exclude", tuple(sorted(set(self.exclude))))
+        if isinstance(self.relabel, dict) and all(isinstance(k, str) for k in self.relabel):
+            object.__setattr__(self, "relabel", dict(sorted(self.relabel.items())))
 
 
 @dataclass(frozen=True)
@@ -206,6 +221,8 @@ TRUE_WORDS, FALSE_WORDS = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"
 
 def _cast(raw: Any, default: Any) -> Any:
     """raw as the type of default; ValueError or TypeError when it is not one."""
+    if isinstance(default, (tuple, dict)):
+        return raw  # a list or an object (data.exclude, data.relabel): engine.validation checks it
     if isinstance(raw, (dict, list)) or (isinstance(raw, bool) and not isinstance(default, bool)):
         raise TypeError("not a single value of this type")
     if isinstance(default, bool):

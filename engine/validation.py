@@ -50,7 +50,40 @@ def check(config: RunConfig) -> RunConfig:
             f"data.test_fraction={data.test_fraction!r} leave no images to train on; "
             "keep their sum below 1."
         )
+    check_edits(data.exclude, data.relabel)
     return config
+
+
+MAX_EDITS = 1_000_000  # as many files as a folder may hold (engine.data.folders.MAX_FILES)
+MAX_NAME_CHARACTERS = 4096  # an item id is a path under the dataset folder; a class name is shorter
+
+
+def check_edits(exclude: Any, relabel: Any) -> None:
+    """Refuse data.exclude and data.relabel that are not file names and class names, with a sentence.
+
+    They come from config files and the edits file beside the cache, both untrusted.
+    """
+    if not isinstance(exclude, (list, tuple)) or not all(_name(item) for item in exclude):
+        raise UserError(
+            f"The config value data.exclude={_short(exclude)} is not allowed; it must be a list of "
+            "file names as the Data page shows them, such as cat/cat_001.png."
+        )
+    if not isinstance(relabel, dict) or not all(
+        _name(item) and _name(label) for item, label in relabel.items()
+    ):
+        raise UserError(
+            f"The config value data.relabel={_short(relabel)} is not allowed; it must map file "
+            'names to class names, such as {"cat/cat_001.png": "dog"}.'
+        )
+    if len(exclude) > MAX_EDITS or len(relabel) > MAX_EDITS:
+        raise UserError(
+            f"The config values data.exclude and data.relabel name more than {MAX_EDITS:,} files; "
+            "that is more than a dataset holds."
+        )
+
+
+def _name(value: Any) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= MAX_NAME_CHARACTERS and "\0" not in value
 
 
 def _range(low: float, high: float = math.inf, below_high: bool = False) -> Callable[[Any], bool]:

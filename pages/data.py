@@ -1,4 +1,5 @@
-"""Data: choose a dataset, then see its classes and splits, sample images, image sizes and load report."""
+"""Data: choose a dataset, then see its classes and splits, sample images, its health (files you
+exclude or relabel), image sizes and load report."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import streamlit as st
 
 from engine.config import RESIZE_MODES, DataConfig
 from engine.errors import UserError
-from ui import data_views, figures, services, uploads
+from ui import data_views, edits_services, figures, services, uploads
 from ui.data_views import SOURCES
 from ui.state import data_config, init_state, runs_dir, set_data_config
 from ui.text import plain
@@ -161,6 +162,7 @@ if st.button("Load", key="data_load", type="primary", icon=":material/download:"
         split_seed=int(split_seed),
         **tfds_fields,
     )
+    candidate = edits_services.saved_edits(candidate)[0]  # the choices saved for this dataset
     # Load indexes the source again every time, so files added or removed since show.
     bar = st.progress(0.0, text=f"Indexing {plain(data_views.display_name(spec))}...")
     try:
@@ -182,7 +184,8 @@ if st.button("Load", key="data_load", type="primary", icon=":material/download:"
     set_data_config(candidate)  # the sample filters are keyed on the dataset, so they start afresh
 
 # ----- the current dataset ---------------------------------------------------------------
-config = data_config()
+# With the exclusions and relabels saved for it, which another tab or the CLI may have changed.
+config, edits_problem = edits_services.sync_working_config()
 try:
     dataset = services.get_dataset(config)
     summary = services.dataset_summary(config)
@@ -219,7 +222,19 @@ if summary["imbalance"] > 1.5:
 
 # ----- sample images ---------------------------------------------------------------------
 st.subheader("Sample images")
-data_views.sample_section(config, dataset, summary)
+shown = data_views.sample_section(config, dataset, summary)
+
+# ----- health: the audit, and the files you exclude or relabel ------------------------------
+st.subheader("Health")
+try:
+    from ui.health_views import health_section
+except ModuleNotFoundError as missing:  # a build without the audit view
+    if missing.name != "ui.health_views":
+        raise
+    health_section = None
+if health_section is not None:
+    health_section(config, runs_dir())
+data_views.edits_section(config, dataset, summary, shown, edits_problem)
 
 # ----- image sizes and load report -------------------------------------------------------
 st.subheader("Original image sizes")
@@ -240,6 +255,10 @@ else:
     st.info("This source tells nothing about the original sizes.")
 
 st.subheader("Load report")
+for warning in summary["warnings"]:
+    st.warning(plain(warning))
+if summary["edits"]["excluded"] or summary["edits"]["relabelled"]:
+    st.info(plain(summary["edits"]["summary"]))
 if summary["skipped"]:
     st.caption("Files left out and why.")
     st.dataframe(summary["skipped"], hide_index=True)

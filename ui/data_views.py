@@ -1,7 +1,9 @@
-"""Helpers of the Home, Data and Augment pages: sample pages, size figures, the runs table, links."""
+"""Helpers of the Home, Data and Augment pages: sample pages, the exclusions and relabels, size
+figures, the runs table, links."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 import re
@@ -14,7 +16,9 @@ from streamlit.errors import StreamlitPageNotFoundError
 
 from engine.config import DataConfig
 from engine.data import SPLITS, Dataset
-from ui import gallery, services
+from engine.errors import UserError
+from ui import edits_services, gallery, services
+from ui.text import plain
 from ui.uploads import uploads_folder
 
 PER_PAGE = 24  # sample images on one page of the Data page's grid
@@ -77,13 +81,18 @@ def sample_page(
 
 def widget_key(name: str, config: DataConfig, *parts: object) -> str:
     """A widget key tied to the loaded dataset (and to parts such as the filters), so a widget of
-    another dataset, or of other filters, never hands its stale value to this one."""
-    tag = hashlib.sha1(repr((services.dataset_key(config), parts)).encode()).hexdigest()[:12]
+    another dataset, or of other filters, never hands its stale value to this one. Exclusions and
+    relabels keep the keys, so the gallery stays on its split, class and page; a class list that
+    changed (Load after a class folder was added) does not."""
+    unedited = services.config_key(dataclasses.replace(config, exclude=(), relabel={}))
+    classes = services.get_dataset(config).class_names
+    tag = hashlib.sha1(repr((unedited, classes, parts)).encode()).hexdigest()[:12]
     return f"{name}_{tag}"
 
 
-def sample_section(config: DataConfig, dataset: Dataset, summary: dict) -> None:
-    """The Data page's sample grid: split and class filters, reshuffle, a pager, the images.
+def sample_section(config: DataConfig, dataset: Dataset, summary: dict) -> list[dict]:
+    """The Data page's sample grid: split and class filters, reshuffle, a pager, the images;
+    the items shown (sample_page's), for the Health controls.
 
     The filters are keyed on the dataset and the pager on the filters too, so loading another
     dataset empties the class box and any filter change opens page 1.
@@ -119,7 +128,7 @@ def sample_section(config: DataConfig, dataset: Dataset, summary: dict) -> None:
     first = (page - 1) * PER_PAGE + 1
     if not items:
         st.info(f"The {split} split has no images of this class.")
-        return
+        return []
     st.caption(f"{first:,}–{first + len(items) - 1:,} of {total:,} {split} images, in random order")
 
     def larger(index: int):
@@ -136,6 +145,90 @@ def sample_section(config: DataConfig, dataset: Dataset, summary: dict) -> None:
         for item in items
     ]
     gallery.show_tiles(tiles, key="data_enlarge")
+    return items
+
+
+EDIT_MESSAGE = "data_edit_message"  # (kind, sentence) of the last edit, shown once
+EDIT_ROWS = 20  # exclusions and relabels listed on one page, each with its Undo button
+
+
+def _edit(action, *args, file_key: str = "", class_key: str = "") -> None:
+    """A button's on_click: an edit through ui.edits_services, its sentence kept for the rerun.
+    The chosen file and class are read from their widgets now, not from the last drawing."""
+    chosen = [st.session_state[key] for key in (file_key, class_key) if key]
+    try:
+        st.session_state[EDIT_MESSAGE] = ("success", action(*args, *chosen))
+    except UserError as error:
+        st.session_state[EDIT_MESSAGE] = ("error", str(error))
+
+
+def edits_section(
+    config: DataConfig, dataset: Dataset, summary: dict, shown: list[dict], problem: str | None
+) -> None:
+    """The Data page's exclusions and relabels: controls for the shown samples, then each choice
+    with its Undo, and Undo all. File and class names are untrusted: shown through plain()."""
+    st.markdown("**Excluded and relabelled files**")
+    kind, message = st.session_state.pop(EDIT_MESSAGE, ("", ""))
+    if message:
+        (st.error if kind == "error" else st.success)(plain(message))
+    if problem:
+        st.warning(plain(problem))
+    report = summary["edits"]
+    st.caption(
+        f"{plain(report['summary'])} Your files are never changed: the choices are kept beside "
+        "the decoded images and recorded in each run's config."
+    )
+    if shown:
+        names = [item["name"] for item in shown]
+        file_key = widget_key("data_edit_file", config, tuple(names))
+        class_key = widget_key("data_edit_class", config)
+        columns = st.columns([3, 1, 2, 1], vertical_alignment="bottom")
+        columns[0].selectbox("Image shown above", names, key=file_key)
+        columns[1].button(
+            "Exclude",
+            key="data_exclude",
+            icon=":material/block:",
+            on_click=lambda: _edit(
+                lambda spec, file: edits_services.exclude_files(spec, [file]),
+                config,
+                file_key=file_key,
+            ),
+        )
+        columns[2].selectbox("Relabel to", dataset.class_names, key=class_key)
+        columns[3].button(
+            "Relabel",
+            key="data_relabel",
+            icon=":material/label:",
+            on_click=lambda: _edit(
+                edits_services.relabel_file, config, file_key=file_key, class_key=class_key
+            ),
+        )
+    choices = [("exclude", item) for item in config.exclude]
+    choices += [("relabel", item) for item in config.relabel]
+    if not choices:
+        return
+    pages = math.ceil(len(choices) / EDIT_ROWS)
+    page = min(max(st.pagination(pages, key="data_edits_page"), 1), pages) if pages > 1 else 1
+    for what, item in choices[(page - 1) * EDIT_ROWS : page * EDIT_ROWS]:
+        text_column, undo_column = st.columns([6, 1], vertical_alignment="center")
+        if what == "exclude":
+            text_column.markdown(f"Excluded: {plain(item)}")
+            args = (edits_services.undo, config, [item], [])
+        else:
+            text_column.markdown(f"Relabelled to {plain(config.relabel[item])}: {plain(item)}")
+            args = (edits_services.undo, config, [], [item])
+        digest = hashlib.sha1(f"{what}\0{item}".encode()).hexdigest()[:12]
+        undo_column.button("Undo", key=f"data_undo_{digest}", on_click=_edit, args=args)
+    st.button(
+        "Undo all",
+        key="data_undo_all",
+        icon=":material/undo:",
+        on_click=_edit,
+        args=(edits_services.undo_all, config),
+    )
+    if report["not_applied"]:
+        st.caption("Choices not applied to the data as it is now, and why:")
+        st.dataframe(report["not_applied"], hide_index=True)
 
 
 @st.cache_data(max_entries=8, show_spinner=False)

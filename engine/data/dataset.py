@@ -4,35 +4,40 @@ Decoded, resized images live in a disk cache (engine.data.cache), built once wit
 callback; pipelines (engine.data.pipeline) and sample grids read from it, so later epochs and
 later runs never decode a file again, and nothing is held whole in memory. Before the cache is
 built, a preview decodes an item with the cache's own `decode`, so it shows the pixels training
-will use. Splits (engine.data.splits) keep byte-identical items together, and a run's manifest
-pins the exact split memberships it was trained with; its item ids find the same items later.
+will use. Splits (engine.data.splits) keep byte-identical items together, and near-identical
+ones once the cache is built; a run's manifest (engine.data.manifest) pins the exact split
+memberships it was trained with, and its item ids find the same items later. The user's edits
+(engine.data.edits) that the config records leave files out of every split and relabel others.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 
 from engine.config import DataConfig
 from engine.data.cache import DecodedCache, Progress, cache_folder_name, default_cache_root
-from engine.data.images import resize_array
-from engine.data.items import ItemImage, cached_images, decoded_images, images_by_id
+from engine.data.edits import apply as apply_edits
+from engine.data.items import ItemAccess, ItemImage
+from engine.data.manifest import make_manifest, manifest_splits
 from engine.data.pipeline import cache_pipeline
 from engine.data.sources import RawSource
 from engine.data.splits import (
     SPLITS,
-    duplicate_groups,
+    CopyGroups,
     group_ids,
     groups_across_splits,
-    id_positions,
-    make_manifest,
     make_splits,
-    manifest_splits,
     stratified_split,
 )
-from engine.data.statistics import auto_image_size, check_classes, header_statistics
+from engine.data.statistics import (
+    across_splits_warning,
+    auto_image_size,
+    check_classes,
+    header_statistics,
+)
 from engine.errors import UserError
 
 __all__ = [
@@ -47,27 +52,44 @@ __all__ = [
 ]
 
 
-class Dataset:
-    """A loaded source with its splits; only `prepare()` and the item images decode anything."""
+class Dataset(ItemAccess):
+    """A loaded source with its splits; only `prepare()` and the item images decode anything.
 
-    def __init__(self, source: RawSource, config: DataConfig, cache_root: Path | None = None):
+    Its items, by number or by stored id, come from ItemAccess (engine.data.items).
+    """
+
+    def __init__(
+        self,
+        source: RawSource,
+        config: DataConfig,
+        cache_root: Path | None = None,
+        copies: CopyGroups | None = None,
+    ):
         self.source = source
         self.config = config
         self.cache_root = Path(cache_root) if cache_root else default_cache_root()
         self.image_size = config.image_size or auto_image_size(source)
         self.class_names = list(source.class_names)
-        self.labels = source.labels
         check_classes(source)
-        self._duplicates = duplicate_groups(source)  # item numbers of byte-identical items
-        self.split_indices = make_splits(
-            source.labels,
-            source.origins,
-            config,
-            group_ids(self._duplicates, len(source.items)),
-        )
+        # Groups of identical and near-identical items; shared by with_edits, as the source is.
+        self.copies = copies or CopyGroups(source, self.cache_dir)
         self._cache: DecodedCache | None = None  # set once prepare() has opened it
-        self._item_ids: list[str] | None = None
-        self._positions: dict[str, int] | None = None  # item id -> item number
+        has_edits = bool(config.exclude or config.relabel)
+        self.edits = apply_edits(
+            config, source.labels, self.class_names, self.item_ids() if has_edits else None
+        )
+        self.labels = self.edits.labels
+        self._split_indices: dict[str, np.ndarray] | None = None  # carved on first use
+        self._pinned = False  # set by verify_manifest: a run's stored members, never carved again
+
+    def with_edits(self, config: DataConfig) -> Dataset:
+        """This dataset under other edits (config differs only in exclude and relabel), without
+        indexing or hashing the source again."""
+        if dataclasses.replace(config, exclude=(), relabel={}) != dataclasses.replace(
+            self.config, exclude=(), relabel={}
+        ):
+            raise ValueError("with_edits takes a config that differs only in exclude and relabel")
+        return Dataset(self.source, config, self.cache_root, self.copies)
 
     # ----- description -------------------------------------------------------------------
     @property
@@ -87,6 +109,26 @@ class Dataset:
                 self.fingerprint, self.config.resize, self.image_size, self.config.max_pixels
             )
         )
+
+    @property
+    def split_indices(self) -> dict[str, np.ndarray]:
+        """Item numbers of each split, less the files the user excluded.
+
+        Carved with the source's own labels and every item, then the excluded items are taken
+        out, so an edit never moves another file to another split; relabelled items keep their
+        split. Until the cache is built, only byte-identical items are known to be copies: the
+        splits are carved again once it is (prepare), keeping near-identical ones together too.
+        """
+        if self._split_indices is None:
+            groups = group_ids(self.copies.groups(), len(self.source.items))
+            carved = make_splits(self.source.labels, self.source.origins, self.config, groups)
+            excluded = self.edits.excluded
+            self._split_indices = {split: ids[~excluded[ids]] for split, ids in carved.items()}
+        return self._split_indices
+
+    @split_indices.setter
+    def split_indices(self, value: dict[str, np.ndarray]) -> None:
+        self._split_indices, self._pinned = value, True
 
     def indices(self, split: str) -> np.ndarray:
         """Item numbers of a split, without items that failed to decode once the cache exists."""
@@ -119,29 +161,50 @@ class Dataset:
             "images": int(sum(sum(c.values()) for c in counts.values())),
             "counts": counts,
             "skipped": self.skipped(),
-            "duplicates_across_splits": self.duplicates_across_splits(),
+            "duplicates_across_splits": (across := self.duplicates_across_splits()),
+            "near_duplicates_checked": self.copies.hashable and self.copies.near() is not None,
+            "edits": self.edits.report(),
+            "warnings": [across_splits_warning(across)] if across else [],
             "cached": self.is_prepared(),
         }
 
     def duplicate_groups(self) -> list[list[str]]:
         """Item ids of each group of two or more byte-identical items."""
+        return self._ids_of(self.copies.identical)
+
+    def near_duplicate_groups(self) -> list[list[str]]:
+        """Item ids of each group of near-identical items; none known until the cache is built,
+        nor looked for in a dataset of more than MAX_HASHED_ITEMS (engine.data.splits)."""
+        near = self.copies.near() if self.copies.hashable else None
+        return self._ids_of((near or {}).get("groups", []))
+
+    def perceptual_hashes(self) -> tuple[np.ndarray, np.ndarray]:
+        """(item numbers, perceptual hashes) of the items that decoded, kept beside the cache."""
+        self.prepare()
+        near = self.copies.near(self._cache)
+        return near["rows"], near["hashes"]
+
+    def _ids_of(self, groups: list[list[int]]) -> list[list[str]]:
         ids = self.item_ids()
-        return [[ids[index] for index in members] for members in self._duplicates]
+        return [[ids[index] for index in members] for members in groups]
 
     def duplicates_across_splits(self) -> list[dict[str, list[str]]]:
-        """Groups of identical items that sit in more than one split, as {split: item ids} each.
+        """Groups of copies that sit in more than one split, as {split: item ids} each.
 
         Carved splits never do this; the source's own split folders, or a stored manifest, can.
         """
         ids = self.item_ids()
         return [
             {split: [ids[index] for index in members] for split, members in group.items()}
-            for group in groups_across_splits(self._duplicates, self.split_indices)
+            for group in groups_across_splits(self.copies.groups(), self.split_indices)
         ]
 
     def statistics(self) -> dict:
         """Original image sizes, aspect ratios and colour modes (from headers, nothing decoded)."""
-        return header_statistics(self.source.headers)
+        headers, excluded = self.source.headers, self.edits.excluded
+        if headers and excluded.any():
+            headers = [header for header, out in zip(headers, excluded, strict=True) if not out]
+        return header_statistics(headers)
 
     def imbalance(self) -> float:
         """Largest over smallest class count in train (1.0 is balanced)."""
@@ -168,6 +231,10 @@ class Dataset:
         cache = self._decoded_cache()
         cache.open(progress, workers)
         self._cache = cache
+        if self.copies.hashable:
+            self.copies.near(cache)  # hashed now, if it was not before
+        if not self._pinned:
+            self._split_indices = None  # carved again, near-identical items known now
         for split in SPLITS:
             if len(self.split_indices[split]) and not len(self.indices(split)):
                 raise UserError(
@@ -181,64 +248,6 @@ class Dataset:
         self.prepare()
         return self._cache.images()
 
-    # ----- samples and items -------------------------------------------------------------
-    def sample_indices(
-        self, split: str, count: int, seed: int = 0, class_id: int | None = None
-    ) -> np.ndarray:
-        """A reproducible random choice of item numbers from a split, optionally of one class."""
-        indices = self.indices(split)
-        if class_id is not None:
-            indices = indices[self.labels[indices] == class_id]
-        rng = np.random.default_rng(seed)
-        return rng.permutation(indices)[:count]
-
-    def sample_images(
-        self, indices: Sequence[int] | np.ndarray, size: int | None = None
-    ) -> list[np.ndarray | None]:
-        """Images of some items as training sees them, scaled to size x size for display.
-
-        An item that cannot be decoded gives None (the load report names it).
-        """
-        return [
-            None if image is None else resize_array(image, size or self.image_size)
-            for image, _ in self.training_images(indices)
-        ]
-
-    def training_images(
-        self, indices: Sequence[int] | np.ndarray
-    ) -> Iterator[tuple[np.ndarray | None, str]]:
-        """(image_size square image, "") or (None, reason) of each item: one decode path.
-
-        The cached row once the cache is built; before, the cache's own decode, which builds it.
-        """
-        if self.is_prepared():
-            self.prepare()
-            return cached_images(self._cache, indices)
-        return decoded_images(self._decoded_cache(), indices)
-
-    def item_name(self, index: int) -> str:
-        return self.source.name(int(index))
-
-    def item_ids(self) -> list[str]:
-        """The stable name of every item: its path relative to the dataset root, or origin[row]."""
-        if self._item_ids is None:
-            self._item_ids = [self.source.name(index) for index in range(len(self.source.items))]
-        return self._item_ids
-
-    def find_items(self, item_ids: Sequence[str]) -> list[int | None]:
-        """Today's item number of each stored item id; None for an id no longer in the data."""
-        if self._positions is None:
-            self._positions = id_positions(self.item_ids())
-        return [self._positions.get(item_id) for item_id in item_ids]
-
-    def images_by_id(self, item_ids: Sequence[str], size: int | None = None) -> list[ItemImage]:
-        """Items named by their stored ids (a run's manifest or evaluation), never by position.
-
-        An id no longer in the data, or an item that cannot be decoded, comes with one sentence
-        instead of an image, so files removed or added since never show another item's picture.
-        """
-        return images_by_id(self, item_ids, size)
-
     # ----- manifest ----------------------------------------------------------------------
     def manifest(self) -> dict:
         """What a run trains on: the data's fingerprint, classes, image size and split members."""
@@ -249,7 +258,12 @@ class Dataset:
     def verify_manifest(self, manifest: dict) -> None:
         """Use a run's stored split members; UserError when the data is not what it was trained on."""
         self.split_indices = manifest_splits(
-            manifest, self.fingerprint, self.class_names, self.item_ids(), self.source.spec
+            manifest,
+            self.fingerprint,
+            self.class_names,
+            self.item_ids(),
+            self.source.spec,
+            self.config.exclude,
         )
 
     # ----- pipelines ---------------------------------------------------------------------

@@ -1,19 +1,26 @@
-"""Train / validation / test membership: identical items kept together, and a run's stored members.
+"""Train / validation / test membership: identical and near-identical items kept together.
 
-A photo and its exact copy in train and test would let a model score on what it memorised, so
-splits carved out of train move whole groups of identical items, never single copies. A run's
-manifest names the members of each split by item id, so evaluation uses exactly those.
+A photo and its copy in train and test would let a model score on what it memorised, so splits
+carved out of train move whole groups, never single copies: byte-identical items, found while
+indexing, and near-identical ones (a photo and its resized, re-encoded copy), found by perceptual
+hashes of the decoded cache's images once it is built. The hashes and their groups are kept beside
+the cache, so they are computed once per cache and never decode a file. A run's stored members are
+in engine.data.manifest.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 from collections import defaultdict
+from pathlib import Path
 
 import numpy as np
 
 from engine.config import DataConfig
+from engine.data.cache import DecodedCache
 from engine.data.sources import RawSource
-from engine.errors import UserError
+from engine.jsonio import atomic_write_bytes
 
 SPLITS = ("train", "validation", "test")
 
@@ -129,89 +136,145 @@ def groups_across_splits(
     return result
 
 
-def make_manifest(
-    fingerprint: str,
-    class_names: list[str],
-    image_size: int,
-    item_ids: list[str],
-    split_indices: dict[str, np.ndarray],
-) -> dict:
-    """What a run trains on: the data's fingerprint, classes, image size and split members by id."""
-    return {
-        "fingerprint": fingerprint,
-        "class_names": list(class_names),
-        "image_size": int(image_size),
-        "splits": {
-            split: [item_ids[index] for index in split_indices[split].tolist()] for split in SPLITS
-        },
-    }
+def merge_groups(*group_lists: list[list[int]]) -> list[list[int]]:
+    """One list of groups from several (identical, near-identical): groups sharing an item join."""
+    parent: dict[int, int] = {}
+
+    def root(item: int) -> int:
+        while parent.setdefault(item, item) != item:
+            parent[item] = parent[parent[item]]  # path halving
+            item = parent[item]
+        return item
+
+    for groups in group_lists:
+        for members in groups:
+            first = root(members[0])
+            for item in members[1:]:
+                parent[root(item)] = first
+    merged: dict[int, list[int]] = defaultdict(list)
+    for item in sorted(parent):
+        merged[root(item)].append(item)
+    return sorted(members for members in merged.values() if len(members) > 1)
 
 
-def manifest_splits(
-    manifest: dict, fingerprint: str, class_names: list[str], item_ids: list[str], spec: str
-) -> dict[str, np.ndarray]:
-    """Item numbers of each split a run's manifest stored; UserError when the data changed since."""
-    if not _well_formed(manifest):
-        raise UserError(
-            "The data manifest of this run (data_manifest.json) is damaged; train a new run on this data."
-        )
-    change = manifest_change(manifest, fingerprint, class_names, item_ids, spec)
-    if change:
-        raise UserError(
-            f"The data of this run changed since it was trained ({change}); evaluate it on the data it was trained on, or train a new run."
-        )
-    return splits_from_ids(manifest["splits"], item_ids)
+NEAR_DUPLICATES_FILE = "near_duplicates.npz"  # beside the decoded cache's images.u8
+NEAR_DUPLICATES_VERSION = 1  # raise when this module's grouping changes
+HASH_CHUNK = 1024  # cached images hashed at a time, so a large cache is never read whole
+# Every pair of hashes is compared (about a second per 5,000 images, growing as the square):
+# above this many items near copies are not looked for by themselves, only identical ones.
+MAX_HASHED_ITEMS = 50_000
+# A group of near copies larger than this share of the items (and than 20) is a chain of
+# pictures that look alike to the hash, not copies of one: it is grouped again, stricter.
+MAX_GROUP_SHARE = 0.02
 
 
-def _well_formed(manifest: dict) -> bool:
-    """Whether a manifest read from disk has the shape make_manifest writes (older ones included)."""
-    splits, classes = manifest.get("splits"), manifest.get("class_names")
-    return (
-        isinstance(splits, dict)
-        and all(
-            isinstance(names, list) and all(isinstance(name, str) for name in names)
-            for names in splits.values()
-        )
-        and isinstance(classes, list)
-        and all(isinstance(name, str) for name in classes)
+class CopyGroups:
+    """The copies among a source's items, each group to stay within one split: byte-identical
+    items found while indexing, near-identical ones from the decoded cache's perceptual hashes."""
+
+    def __init__(self, source: RawSource, directory: Path):
+        self.count = len(source.items)
+        self.directory = directory  # the decoded cache's folder
+        self.identical = duplicate_groups(source)
+        self._near: dict | None = None
+        self.hashable = self.count <= MAX_HASHED_ITEMS  # whether prepare() looks for near copies
+
+    def near(self, cache: DecodedCache | None = None) -> dict | None:
+        """near_duplicates() of the cache: kept beside it, or hashed from `cache` once opened."""
+        if self._near is None:
+            images, valid = (cache.images(), cache.valid) if cache else (None, None)
+            self._near = near_duplicates(self.directory, self.count, images, valid)
+        return self._near
+
+    def groups(self) -> list[list[int]]:
+        """Every group of copies, identical or near-identical, by item number."""
+        near = (self.near() or {}).get("groups", []) if self.hashable else []
+        return merge_groups(self.identical, near)
+
+
+def near_duplicates(
+    directory: Path, count: int, images: np.ndarray | None = None, valid: np.ndarray | None = None
+) -> dict | None:
+    """{"rows", "hashes", "groups"} of a decoded cache: the items that decoded, their perceptual
+    hashes, and the groups of two or more near-identical items, by item number.
+
+    Read from NEAR_DUPLICATES_FILE when it fits this cache; else computed from `images` (the
+    opened cache, with its `valid` flags) and kept there; None when neither is at hand, so
+    indexing alone never hashes anything.
+    """
+    from engine.data import hashing
+
+    distance = hashing.NEAR_DUPLICATE_DISTANCE
+    path = Path(directory) / NEAR_DUPLICATES_FILE
+    kept = _read_near_duplicates(path, count, _method(hashing))
+    if kept is not None or images is None or valid is None:
+        return kept
+    rows = np.flatnonzero(valid)  # an undecoded row is zeros, like every other one
+    parts = [  # at least one call, so no rows still give hashes of the right width
+        hashing.perceptual_hashes(np.asarray(images[rows[start : start + HASH_CHUNK]]))
+        for start in range(0, max(len(rows), 1), HASH_CHUNK)
+    ]
+    hashes = np.concatenate(parts)
+    limit = max(20, int(MAX_GROUP_SHARE * count))
+    found = bounded_groups(hashes, distance, limit) if len(rows) > 1 else []
+    groups = sorted(sorted(rows[list(members)].tolist()) for members in found if len(members) > 1)
+    buffer = io.BytesIO()
+    np.savez(
+        buffer,
+        method=_method(hashing),
+        count=count,
+        rows=rows,
+        hashes=hashes,
+        members=np.array([item for members in groups for item in members], dtype=np.int64),
+        sizes=np.array([len(members) for members in groups], dtype=np.int64),
     )
+    with contextlib.suppress(OSError):  # a read-only cache: hashed again next time
+        atomic_write_bytes(path, buffer.getvalue())
+    return {"rows": rows, "hashes": hashes, "groups": groups}
 
 
-def manifest_change(
-    manifest: dict, fingerprint: str, class_names: list[str], item_ids: list[str], spec: str
-) -> str:
-    """How the data differs from a manifest's, in a few words; empty when it does not."""
-    classes = list(manifest.get("class_names") or [])
-    if classes != list(class_names):
-        return f"its classes were {', '.join(classes)} and are now {', '.join(class_names)}"
-    stored = {name for names in (manifest.get("splits") or {}).values() for name in names}
-    current = set(item_ids)
-    gone, new = sorted(stored - current), sorted(current - stored)
-    changes = []
-    if gone:
-        changes.append(f"{_images(len(gone))} gone, such as {gone[0]}")
-    if new:
-        changes.append(f"{_images(len(new))} new, such as {new[0]}")
-    if changes:
-        return " and ".join(changes)
-    if manifest.get("fingerprint") != fingerprint:
-        return f"files of {spec} were edited or replaced"
-    return ""
+def bounded_groups(hashes: np.ndarray, distance: int, limit: int) -> list[list[int]]:
+    """Groups of near copies (hashing.group_near_duplicates) of at most `limit` rows each: a
+    larger one is grouped again at half the distance, down to identical hashes."""
+    from engine.data.hashing import group_near_duplicates
+
+    result = []
+    for members in group_near_duplicates(hashes, distance):
+        if len(members) <= limit or distance == 0:
+            result.append(members)
+        else:
+            parts = bounded_groups(hashes[members], distance // 2, limit)
+            result += [[members[index] for index in part] for part in parts]
+    return sorted(result)
 
 
-def id_positions(item_ids: list[str]) -> dict[str, int]:
-    """Item number of each item id."""
-    return {name: index for index, name in enumerate(item_ids)}
+def _method(hashing) -> str:
+    """What decides the kept hashes and groups, so a change to either computes them again."""
+    settings = ("NEAR_DUPLICATE_DISTANCE", "HASH_SIZE", "HASH_WORDS", "SPACING_RATIO")
+    return repr((NEAR_DUPLICATES_VERSION, [getattr(hashing, name, None) for name in settings]))
 
 
-def splits_from_ids(splits: dict[str, list[str]], item_ids: list[str]) -> dict[str, np.ndarray]:
-    """Item numbers of each split from the item ids a manifest stored."""
-    position = id_positions(item_ids)
-    return {
-        split: np.sort(np.array([position[name] for name in splits.get(split, [])], dtype=np.int64))
-        for split in SPLITS
-    }
-
-
-def _images(count: int) -> str:
-    return "1 image is" if count == 1 else f"{count} images are"
+def _read_near_duplicates(path: Path, count: int, method: str) -> dict | None:
+    """The kept hashes and groups, or None when missing, damaged or made for another cache."""
+    try:
+        with np.load(path, allow_pickle=False) as kept:
+            values = {name: kept[name] for name in kept.files}
+    except (OSError, ValueError, EOFError, KeyError):
+        return None
+    try:
+        rows, members, sizes = values["rows"], values["members"], values["sizes"]
+        fits = (
+            str(values["method"]) == method
+            and int(values["count"]) == count
+            and len(values["hashes"]) == len(rows)
+            and int(sizes.sum()) == len(members)
+            and (not len(members) or 0 <= members.min() <= members.max() < count)
+        )
+    except (KeyError, TypeError, ValueError):
+        return None
+    if not fits:
+        return None
+    groups = (
+        [part.tolist() for part in np.split(members, np.cumsum(sizes)[:-1])] if len(sizes) else []
+    )
+    return {"rows": rows, "hashes": values["hashes"], "groups": groups}

@@ -29,6 +29,23 @@ def check_classes(source: RawSource) -> None:
         )
 
 
+def across_splits_warning(groups: list[dict[str, list[str]]]) -> str:
+    """The load report's sentence for groups of copies that sit in more than one split."""
+    order = ("train", "validation", "test")
+    splits = sorted({split for group in groups for split in group}, key=order.index)
+    count = len(groups)
+    what = (
+        "1 group of identical or near-identical images sits"
+        if count == 1
+        else f"{count:,} groups of identical or near-identical images sit"
+    )
+    return (
+        f"{what} in more than one split ({', '.join(splits)}), where the source's own split "
+        "folders put them, so a model is tested on pictures it trained on; exclude all but one "
+        "image of each group on the Data page, or move the copies into one split folder."
+    )
+
+
 def auto_image_size(source: RawSource) -> int:
     """A square side for the model when the user gave none: the median side, within 32..128."""
     if not source.headers:

@@ -1,0 +1,116 @@
+"""A run's manifest: the members of each split by item id, so evaluation uses exactly those.
+
+`make_manifest` writes what a run trains on; `manifest_splits` finds those members in today's data,
+or refuses with a sentence when the data changed since. Files the user excluded (engine.data.edits)
+are in no split, so they are neither "new" nor "gone" to a manifest made with them excluded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+
+import numpy as np
+
+from engine.data.splits import SPLITS
+from engine.errors import UserError
+
+
+def make_manifest(
+    fingerprint: str,
+    class_names: list[str],
+    image_size: int,
+    item_ids: list[str],
+    split_indices: dict[str, np.ndarray],
+) -> dict:
+    """What a run trains on: the data's fingerprint, classes, image size and split members by id."""
+    return {
+        "fingerprint": fingerprint,
+        "class_names": list(class_names),
+        "image_size": int(image_size),
+        "splits": {
+            split: [item_ids[index] for index in split_indices[split].tolist()] for split in SPLITS
+        },
+    }
+
+
+def manifest_splits(
+    manifest: dict,
+    fingerprint: str,
+    class_names: list[str],
+    item_ids: list[str],
+    spec: str,
+    excluded: Collection[str] = (),
+) -> dict[str, np.ndarray]:
+    """Item numbers of each split a run's manifest stored; UserError when the data changed since.
+
+    `excluded` are the ids the run's config leaves out: in the data, and rightly in no split.
+    """
+    if not _well_formed(manifest):
+        raise UserError(
+            "The data manifest of this run (data_manifest.json) is damaged; train a new run on this data."
+        )
+    change = manifest_change(manifest, fingerprint, class_names, item_ids, spec, excluded)
+    if change:
+        raise UserError(
+            f"The data of this run changed since it was trained ({change}); evaluate it on the data it was trained on, or train a new run."
+        )
+    return splits_from_ids(manifest["splits"], item_ids)
+
+
+def _well_formed(manifest: dict) -> bool:
+    """Whether a manifest read from disk has the shape make_manifest writes (older ones included)."""
+    splits, classes = manifest.get("splits"), manifest.get("class_names")
+    return (
+        isinstance(splits, dict)
+        and all(
+            isinstance(names, list) and all(isinstance(name, str) for name in names)
+            for names in splits.values()
+        )
+        and isinstance(classes, list)
+        and all(isinstance(name, str) for name in classes)
+    )
+
+
+def manifest_change(
+    manifest: dict,
+    fingerprint: str,
+    class_names: list[str],
+    item_ids: list[str],
+    spec: str,
+    excluded: Collection[str] = (),
+) -> str:
+    """How the data differs from a manifest's, in a few words; empty when it does not."""
+    classes = list(manifest.get("class_names") or [])
+    if classes != list(class_names):
+        return f"its classes were {', '.join(classes)} and are now {', '.join(class_names)}"
+    stored = {name for names in (manifest.get("splits") or {}).values() for name in names}
+    current = set(item_ids).difference(excluded)
+    gone, new = sorted(stored - current), sorted(current - stored)
+    changes = []
+    if gone:
+        changes.append(f"{_images(len(gone))} gone, such as {gone[0]}")
+    if new:
+        changes.append(f"{_images(len(new))} new, such as {new[0]}")
+    if changes:
+        return " and ".join(changes)
+    if manifest.get("fingerprint") != fingerprint:
+        return f"files of {spec} were edited or replaced"
+    return ""
+
+
+def id_positions(item_ids: list[str]) -> dict[str, int]:
+    """Item number of each item id."""
+    return {name: index for index, name in enumerate(item_ids)}
+
+
+def splits_from_ids(splits: dict[str, list[str]], item_ids: list[str]) -> dict[str, np.ndarray]:
+    """Item numbers of each split from the item ids a manifest stored."""
+    position = id_positions(item_ids)
+    return {
+        split: np.sort(np.array([position[name] for name in splits.get(split, [])], dtype=np.int64))
+        for split in SPLITS
+    }
+
+
+def _images(count: int) -> str:
+    return "1 image is" if count == 1 else f"{count} images are"
