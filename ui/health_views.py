@@ -1,9 +1,12 @@
 """The Data page's health audit: choices, a progress bar, and the report's counts, galleries,
-tables and class balance. Every file and class name is the user's text, shown through plain()
-or in table cells and figure labels, never as Markdown or HTML."""
+tables and class balance. The files of a group of copies are excluded one by one, all but the
+first, or one kept of every group (ui.edits_services; Undo takes it back), and the audit then
+follows the data as changed. Every file and class name is the user's text, shown through
+plain() or in table cells and figure labels, never as Markdown or HTML."""
 
 from __future__ import annotations
 
+import dataclasses
 import html
 from pathlib import Path
 
@@ -14,10 +17,15 @@ import streamlit as st
 from engine.config import DataConfig
 from engine.errors import UserError
 from engine.jsonio import dumps
-from ui import gallery, health_services, services
+from ui import health_services, services
+from ui.health_edits_views import (
+    group_gallery,
+    keep_one_of_each,
+    last_edit,
+)
 from ui.text import plain
 
-GROUPS_SHOWN = 8  # groups of copies shown as galleries per finding; all are in the JSON
+AUDITED = "data_health_audited"  # the data, run and choice of the last report shown
 STAGES = {
     "decode": "Decoding images",
     "hash": "Hashing images",
@@ -66,38 +74,47 @@ def health_section(config: DataConfig, runs_dir: Path | None = None) -> None:
         help="A completed run on this dataset sees the photos better than simple features.",
     )
     run_dir = Path(chosen) if label_issues and chosen else None
-    if st.button("Run the audit", key="data_health_start", icon=":material/health_and_safety:"):
-        bar = st.progress(0.0, text="Starting the audit...")
-
-        def progress(stage: str, done: int, total: int) -> None:
-            text = f"{STAGES.get(stage, stage)}: {done:,} of {total:,}"
-            bar.progress(min(done / max(total, 1), 1.0), text=text)
-
-        try:
-            health_services.run_audit(config, run_dir, label_issues, progress)
-        except UserError as error:
-            st.error(plain(error))
-            return
-        finally:
-            bar.empty()
+    # The data as audited, less its exclusions and relabels: once audited here, the report
+    # follows each change (an audit run again reads its measurements: a second or so).
+    unedited = dataclasses.replace(config, exclude=(), relabel={})
+    audited = (unedited, services.get_dataset(config).fingerprint, run_dir, label_issues)
     report = health_services.stored_report(config, run_dir, label_issues)
+    start = st.button("Run the audit", key="data_health_start", icon=":material/health_and_safety:")
+    if start or (report is None and st.session_state.get(AUDITED) == audited):
+        report = _audit(config, run_dir, label_issues)
     if report is None:
         st.info("Run the audit to see the health of this dataset.")
         return
+    st.session_state[AUDITED] = audited
     show_report(config, report)
 
 
+def _audit(config: DataConfig, run_dir: Path | None, label_issues: bool) -> dict | None:
+    """Run the audit with a progress bar; None, and the engine's sentence, when it fails."""
+    bar = st.progress(0.0, text="Starting the audit...")
+
+    def progress(stage: str, done: int, total: int) -> None:
+        text = f"{STAGES.get(stage, stage)}: {done:,} of {total:,}"
+        bar.progress(min(done / max(total, 1), 1.0), text=text)
+
+    try:
+        return health_services.run_audit(config, run_dir, label_issues, progress)
+    except UserError as error:
+        st.error(plain(error))
+        return None
+    finally:
+        bar.empty()
+
+
 def show_report(config: DataConfig, report: dict) -> None:
-    """The report's counts, then a tab per finding."""
+    """The last exclusion's sentence, the report's counts, then a tab per finding."""
+    with st.container():  # always drawn, so the tabs below keep their place and their choice
+        last_edit(config)
     issues = report["image_issues"]
     columns = st.columns(6)
     columns[0].metric("Images", f"{report['images']:,}")
     columns[1].metric("Exact duplicate groups", len(report["exact_duplicates"]))
-    columns[2].metric(
-        "Near duplicate groups",
-        len(report["near_duplicates"]),
-        help=f"Perceptual hashes within {report['near_duplicate_distance']} of 512 bits.",
-    )
+    columns[2].metric("Near duplicate groups", len(report["near_duplicates"]))
     columns[3].metric("Leaks across splits", len(report["leakage"]))
     columns[4].metric("Label conflicts", len(report["label_conflicts"]))
     columns[5].metric("Odd images", sum(len(entries) for entries in issues.values()))
@@ -105,7 +122,11 @@ def show_report(config: DataConfig, report: dict) -> None:
         ["Duplicates", "Leakage", "Label conflicts", "Image issues", "Label issues", "Balance"]
     )
     with tabs[0]:
+        keep_one_of_each(config, report)
+        st.markdown("**Exact duplicates**: byte-identical files")
         group_gallery(config, report["exact_duplicates"], "exact", "No byte-identical files.")
+        distance = report["near_duplicate_distance"]
+        st.markdown(f"**Near duplicates**: perceptual hashes within {distance} of 512 bits")
         group_gallery(config, report["near_duplicates"], "near", "No near duplicates.")
     with tabs[1]:
         group_gallery(config, report["leakage"], "leak", "No copies sit in two splits.")
@@ -136,43 +157,6 @@ def show_report(config: DataConfig, report: dict) -> None:
         mime="application/json",
         key="data_health_download",
     )
-
-
-def group_gallery(config: DataConfig, groups: list[list[dict]], kind: str, empty: str) -> None:
-    """Each group of copies as a row of thumbnails captioned with class, split and file name."""
-    if not groups:
-        st.success(empty)
-        return
-    shown = groups[:GROUPS_SHOWN]
-    if len(groups) > GROUPS_SHOWN:
-        st.caption(f"Showing {GROUPS_SHOWN} of {len(groups)} groups; the JSON report has all.")
-    members = [member for group in shown for member in group]
-    try:
-        images = services.gallery_images(config, [{"id": m["file"]} for m in members], size=96)
-    except UserError as error:
-        st.warning(f"The images cannot be shown: {plain(error)}")
-        images = None
-    position = 0
-    for number, group in enumerate(shown):
-        splits = sorted({member["split"] for member in group})
-        classes = sorted({member["class"] for member in group})
-        st.caption(
-            f"Group {number + 1}: {len(group)} files in {plain(', '.join(splits))}; "
-            f"class {plain(', '.join(classes))}"
-        )
-        tiles = []
-        for member in group:
-            entry = images[position] if images else None
-            position += 1
-            tiles.append(
-                gallery.Tile(
-                    entry.image if entry else None,
-                    f"{member['class']} · {member['split']}",
-                    member["file"],
-                    entry.problem if entry else "not shown",
-                )
-            )
-        gallery.show_tiles(tiles, key=f"data_health_{kind}_{number}")
 
 
 def label_issue_table(report: dict) -> None:
