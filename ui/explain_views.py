@@ -125,6 +125,8 @@ def embedding_figure(data: dict) -> go.Figure:
         members = np.flatnonzero(labels == class_id)
         if not len(members):
             continue
+        # Correct points first: the legend draws a class with its first point's symbol.
+        members = members[np.argsort(predicted[members] != class_id, kind="stable")]
         wrong = predicted[members] != class_id
         text = [
             f"{html.escape(gallery.short_file_name(data['ids'][i]))}<br>true: {name}<br>"
