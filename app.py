@@ -19,6 +19,7 @@ if __name__ in ("__main__", "__page__"):  # a page view: the router
     PAGES = [
         st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
         st.Page("pages/data.py", title="Data", icon=":material/photo_library:"),
+        st.Page("pages/collect.py", title="Collect", icon=":material/photo_camera:"),
         st.Page("pages/augment.py", title="Augment", icon=":material/auto_fix_high:"),
         st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
         st.Page("pages/runs.py", title="Runs", icon=":material/list_alt:"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+import time
 
 import streamlit as st
 
@@ -16,8 +17,11 @@ from ui.state import (
     TRAIN_RUN,
     data_config,
     default_run_config,
+    forget_last_launch,
     init_state,
     launch_once,
+    repeated_launch,
+    request_launch,
     runs_dir,
     set_train_overrides,
     train_overrides,
@@ -25,6 +29,9 @@ from ui.state import (
 from ui.text import plain
 
 init_state()
+# A Start click is handled by this run alone, or by none: a click is never carried over to a
+# later visit (an error may stop this run before Start is drawn).
+launch_requested = bool(st.session_state.pop(LAUNCHING, False))
 st.title("Train")
 data = data_config()
 train_form.apply_pending_learning_rate()
@@ -99,17 +106,34 @@ if config is not None:
 else:
     st.error(plain(config_error))
 
-# The click is handled in this rerun, after the form has read every widget (a value changed in
-# the same interaction as the click counts), and before the run box below is drawn, so the page
-# watches the new run at once; launch_once ignores a second click of a double click.
-if st.button(
+# Start's on_click only asks for a launch (request_launch). This run then draws Start disabled
+# (a second click of a double click finds it so), starts the run with the form as it reads now (a
+# value changed in the same interaction as the click counts), and draws Start again in its place
+# before the run box below, which watches the new run at once. A second click that reached the
+# server before Start was disabled is a repeated launch: nothing to start, nothing to disable.
+start_slot = st.empty()
+if launch_requested and not repeated_launch(config):
+    start_slot.button(
+        "Start training",
+        type="primary",
+        key="train_start_busy",
+        icon=":material/hourglass_top:",
+        disabled=True,
+    )
+    # Streamlit merges two drawings of one place that wait in its send queue together: a short
+    # pause lets the disabled Start reach the browser before the enabled one replaces it. (No
+    # spinner: an element more here would move every element below to a new place, and the
+    # browser keeps each old one, faded, beside its replacement until this run ends.)
+    time.sleep(0.15)
+    launch_once(config)
+start_slot.button(
     "Start training",
     type="primary",
     key="train_start",
     icon=":material/play_arrow:",
-    disabled=config is None or bool(st.session_state.get(LAUNCHING)),
-):
-    launch_once(config)
+    disabled=config is None,
+    on_click=request_launch,
+)
 if st.session_state.get(LAUNCH_ERROR):
     st.error(plain(st.session_state.pop(LAUNCH_ERROR)))
 
@@ -159,52 +183,59 @@ def live_view() -> None:
     columns[2].metric("ETA", _duration(status.get("eta_seconds")) if state == "running" else "-")
     columns[3].metric("Images/s", f"{status.get('images_per_second') or 0:,.0f}")
     columns[4].metric("Device", plain(status.get("device", "-")))
-    if state == "running":
-        done, total = status.get("global_step", 0), status.get("total_steps") or 1
-        st.progress(
-            min(done / total, 1.0),
-            text=f"{plain(status.get('phase', ''))}: step {done:,} of {total:,}",
-        )
-    elif state == "queued":
-        st.info("Waiting for the run before it to finish.")
-    elif state == "failed":
-        st.error(plain(status.get("error", "The run failed.")))
-    elif state == "cancelled":
-        st.warning(
-            plain(status["message"])
-            if status.get("message")
-            else f"Cancelled after {status.get('epochs_done', len(epochs))} epochs; the best model "
-            "so far is kept."
-        )
-    elif state == "completed":
-        evaluation = run_services.evaluation(run_dir) or {}
-        chosen_by = (
-            f"best epoch {status.get('best_epoch')} by validation accuracy"
-            if status.get("model_selection", True) and status.get("best_epoch")
-            else "the last epoch's weights (no validation split chose them)"
-        )
-        st.success(
-            f"Completed: {chosen_by}; {evaluation_accuracy_text(evaluation)}."
-            if evaluation.get("accuracy") is not None
-            else "Completed."
-        )
-    if run["damaged"] and not status.get("damaged"):  # a result file; a failed run said it above
-        st.warning(f"Part of run {plain(names[watched])} is damaged: {plain(run['damaged'])}.")
-    if state in runs.ACTIVE_STATES and st.button(
-        "Cancel run", key="train_cancel", icon=":material/stop:"
-    ):
-        runs.request_cancel(run_dir)
-        st.toast("Cancel requested: the run stops at its next batch.")
-    if epochs or steps:
+    # The state's lines sit in one container, so the curves below keep their place whatever the
+    # lines are (Streamlit shows an element that moved beside its faded old self for a while).
+    with st.container():
+        if state == "running":
+            done, total = status.get("global_step", 0), status.get("total_steps") or 1
+            st.progress(
+                min(done / total, 1.0),
+                text=f"{plain(status.get('phase', ''))}: step {done:,} of {total:,}",
+            )
+        elif state == "queued" and any(other != watched for other in active):
+            st.info("Waiting for the run before it to finish.")
+        elif state == "queued":
+            st.info("Starting the training process...")
+        elif state == "failed":
+            st.error(plain(status.get("error", "The run failed.")))
+        elif state == "cancelled":
+            st.warning(
+                plain(status["message"])
+                if status.get("message")
+                else f"Cancelled after {status.get('epochs_done', len(epochs))} epochs; the best "
+                "model so far is kept."
+            )
+        elif state == "completed":
+            evaluation = run_services.evaluation(run_dir) or {}
+            chosen_by = (
+                f"best epoch {status.get('best_epoch')} by validation accuracy"
+                if status.get("model_selection", True) and status.get("best_epoch")
+                else "the last epoch's weights (no validation split chose them)"
+            )
+            st.success(
+                f"Completed: {chosen_by}; {evaluation_accuracy_text(evaluation)}."
+                if evaluation.get("accuracy") is not None
+                else "Completed."
+            )
+        if run["damaged"] and not status.get("damaged"):  # a failed run said it above
+            st.warning(f"Part of run {plain(names[watched])} is damaged: {plain(run['damaged'])}.")
+        if state in runs.ACTIVE_STATES and st.button(
+            "Cancel run", key="train_cancel", icon=":material/stop:"
+        ):
+            runs.request_cancel(run_dir)
+            forget_last_launch()  # Start with the same settings is meant now, no double click
+            st.toast("Cancel requested: the run stops at its next batch.")
+    if epochs or steps or state in runs.ACTIVE_STATES:
+        # An active run's axes show from its first second and fill in as its history grows.
         per_epoch = {watched: status.get("steps_per_epoch") or 1}
-        st.plotly_chart(
-            figures.training_curves(
-                [(watched, epochs, steps)], per_epoch, labels={watched: names[watched]}
-            ),
-            key="train_curves",
+        curves = figures.training_curves(
+            [(watched, epochs, steps)], per_epoch, labels={watched: names[watched]}
         )
-    elif state in runs.ACTIVE_STATES:
-        st.caption(plain(status.get("phase", "starting...")))
+        if not (epochs or steps):  # axes for the whole run, not Plotly's -1..6 of no data
+            length = total_epochs if isinstance(total_epochs, int) and total_epochs > 0 else 1
+            curves.update_xaxes(range=[0, length])
+            curves.update_yaxes(range=[0, 1])
+        st.plotly_chart(curves, key="train_curves")
     # A state change of the watched run or another active one (queued -> running -> completed)
     # reruns the page, so the run box's labels and the polling follow it.
     if state != states[watched] or any(

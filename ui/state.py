@@ -26,7 +26,7 @@ PREDICT_RUN = "predict_run_id"
 SETTINGS_RESTORED = "settings_restored"  # set once the settings file was read in this session
 SETTINGS_WARNING = "settings_warning"  # why the saved settings were not used, or None
 SETTINGS_SAVED = "settings_saved"  # what this session last wrote, so unchanged runs write nothing
-LAUNCHING = "train_launching"  # a Start click is being handled
+LAUNCHING = "train_launching"  # a Start click waits for the Train page's run (request_launch)
 LAST_LAUNCH = "train_last_launch"  # (config dict, monotonic time) of the last run started here
 LAUNCH_ERROR = "train_launch_error"
 DOUBLE_CLICK_SECONDS = 5.0  # the same config started again this soon is a double click
@@ -156,31 +156,50 @@ def set_train_overrides(recipe: dict, model_fields: dict, train_fields: dict) ->
     save_settings()
 
 
-def launch_once(config: RunConfig) -> None:
-    """Start a run for config and show it on the Train page (the Start button's handler).
+def request_launch() -> None:
+    """The Start button's on_click: runs before the page, so the page draws Start disabled while
+    it starts the run (launch_once), and a second click of a double click finds it disabled."""
+    st.session_state[LAUNCHING] = True
 
-    A second click while the first is handled, or on the same config within
-    DOUBLE_CLICK_SECONDS, starts nothing: a double click starts one run.
+
+def launch_once(config: RunConfig | None) -> str | None:
+    """Start a run for config and watch it on the Train page, once per Start click; returns the
+    run id started, or None.
+
+    The same config started again within DOUBLE_CLICK_SECONDS is the second click of a double
+    click that reached the server before Start was drawn disabled: it starts nothing.
     """
     from engine import runs
     from engine.errors import UserError
 
+    if repeated_launch(config):
+        return None
     now = time.monotonic()
-    last = st.session_state.get(LAST_LAUNCH)
-    if st.session_state.get(LAUNCHING) or (
-        last and last[0] == config.to_dict() and now - last[1] < DOUBLE_CLICK_SECONDS
-    ):
-        return
-    st.session_state[LAUNCHING] = True
     try:
         run_dir = runs.launch_run(config, runs_dir())
         st.session_state[TRAIN_RUN] = run_dir.name
         st.session_state[LAST_LAUNCH] = (config.to_dict(), now)
         st.session_state[LAUNCH_ERROR] = None
+        return run_dir.name
     except UserError as error:
         st.session_state[LAUNCH_ERROR] = str(error)
-    finally:
-        st.session_state[LAUNCHING] = False
+        return None
+
+
+def repeated_launch(config: RunConfig | None) -> bool:
+    """True for a click that must start nothing: the form is invalid since the click, or this
+    config was started within DOUBLE_CLICK_SECONDS (the second click of a double click)."""
+    if config is None:
+        return True
+    last = st.session_state.get(LAST_LAUNCH)
+    return bool(
+        last and last[0] == config.to_dict() and time.monotonic() - last[1] < DOUBLE_CLICK_SECONDS
+    )
+
+
+def forget_last_launch() -> None:
+    """After a Cancel, Start with the same config is meant: it is no double click."""
+    st.session_state.pop(LAST_LAUNCH, None)
 
 
 def runs_dir() -> Path:
