@@ -65,14 +65,15 @@ with st.grid(3, min_column_width=220):
         (
             "Data",
             ":material/photo_library:",
-            "Choose a dataset; see its classes, samples and sizes.",
+            "Choose a dataset; see its classes, samples, sizes and health.",
         ),
+        ("Collect", ":material/photo_camera:", "Make classes from camera photos or uploads."),
         ("Augment", ":material/auto_fix_high:", "Choose augmentations and preview them."),
         ("Train", ":material/model_training:", "Train a model and watch it learn."),
         ("Runs", ":material/list_alt:", "Name, annotate, continue or delete runs."),
         ("Evaluate", ":material/fact_check:", "Metrics, confusion matrix and mistakes."),
-        ("Compare", ":material/compare:", "Runs side by side."),
-        ("Predict", ":material/center_focus_strong:", "Classify your own images."),
+        ("Compare", ":material/compare:", "Runs side by side, and whether one is really better."),
+        ("Predict", ":material/center_focus_strong:", "Classify your own images, with Grad-CAM."),
     ):
         with st.container(border=True):
             data_views.page_link(f"pages/{label.lower()}.py", f"**{label}**", icon, description)

@@ -162,7 +162,17 @@ def test_whole_flow_in_a_real_browser(server, tmp_path):
     )  # generous for a loaded CI machine; the figure itself is recorded in flow-seconds.txt
 
 
-ROUTER_PAGES = ["Home", "Data", "Augment", "Train", "Runs", "Evaluate", "Compare", "Predict"]
+ROUTER_PAGES = [
+    "Home",
+    "Data",
+    "Collect",
+    "Augment",
+    "Train",
+    "Runs",
+    "Evaluate",
+    "Compare",
+    "Predict",
+]
 WEBSOCKET_FROM_PAGE = """port => new Promise(done => {
     const socket = new WebSocket(`ws://rebind.example:${port}/_stcore/stream`, "streamlit");
     socket.onopen = () => done("open");
@@ -223,44 +233,4 @@ def test_fresh_server_routes_a_deep_link_and_answers_only_this_machine(tmp_path)
         captions = set(page.locator("[data-testid='stImage']").all_inner_texts())
         # Each caption is "class · file name"; the class part shows the name literally.
         assert {caption.split(" · ")[0] for caption in captions} == {IMAGE_LINK, BOLD}
-        browser.close()
-
-
-def open_settings_pages(page, url: str) -> tuple[str, bool]:
-    """(the Train page's epochs, whether the Augment page's horizontal flip is on)."""
-    page.goto(f"{url}/train")
-    page.get_by_text("This run will use").first.wait_for(timeout=90_000)
-    wait_for_app(page)
-    epochs = page.get_by_label("Epochs (0 = fit the time budget)", exact=True).input_value()
-    assert "horizontal flip" in page.locator("[data-testid='stTable']").first.inner_text()
-    page.goto(f"{url}/augment")
-    page.get_by_role("heading", name="Augment").wait_for(timeout=60_000)
-    wait_for_app(page)
-    return epochs, page.get_by_label("Horizontal flip", exact=True).is_checked()
-
-
-@pytest.mark.slow
-def test_settings_survive_a_reload_and_a_restart(tmp_path, monkeypatch):
-    """Augmentation and epochs set in one tab are there after a reload and a server restart."""
-    monkeypatch.setenv("STUDIO_SETTINGS_FILE", str(tmp_path / "settings.json"))
-    folders = (tmp_path / "runs", tmp_path / "cache")
-    with playwright_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
-        page = browser.new_page(viewport={"width": 1400, "height": 1600})
-        with streamlit_server(*folders, tmp_path / "log-1.txt") as url:
-            page.goto(f"{url}/augment")
-            page.get_by_role("heading", name="Augment").wait_for(timeout=90_000)
-            wait_for_app(page)
-            page.get_by_text("Horizontal flip").first.click()
-            wait_for_app(page)
-            page.goto(f"{url}/train")
-            epochs = page.get_by_label("Epochs (0 = fit the time budget)", exact=True)
-            epochs.wait_for(timeout=60_000)
-            epochs.fill("3")
-            epochs.press("Enter")
-            wait_for_app(page)
-            page.reload()  # a new session
-            assert open_settings_pages(page, url) == ("3", True)
-        with streamlit_server(*folders, tmp_path / "log-2.txt") as url:
-            assert open_settings_pages(page, url) == ("3", True)
         browser.close()
