@@ -34,11 +34,9 @@ def test_home_shows_devices_dataset_and_runs():
 def test_home_through_the_router():
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60).run()
     assert not at.exception
-    labels = [link.label for link in at.page_link][-7:]
-    assert labels == [
-        f"**{name}**"
-        for name in ("Data", "Augment", "Train", "Runs", "Evaluate", "Compare", "Predict")
-    ]
+    pages = ("Data", "Collect", "Augment", "Train", "Runs", "Evaluate", "Compare", "Predict")
+    labels = [link.label for link in at.page_link][-len(pages) :]
+    assert labels == [f"**{name}**" for name in pages]
 
 
 def label(image) -> str:

@@ -167,7 +167,7 @@ def edits_section(
 ) -> None:
     """The Data page's exclusions and relabels: controls for the shown samples, then each choice
     with its Undo, and Undo all. File and class names are untrusted: shown through plain()."""
-    st.markdown("**Excluded and relabelled files**")
+    st.subheader("Excluded and relabelled files", divider=False)
     kind, message = st.session_state.pop(EDIT_MESSAGE, ("", ""))
     if message:
         (st.error if kind == "error" else st.success)(plain(message))
