@@ -225,7 +225,11 @@ def find_label_issues(
             classifier.fit(features[train], labels[train])
             probabilities[held_out] = classifier.predict_proba(features[held_out])
         progress("labels", folds, folds)
-        ranked = cleanlab_issues(labels, probabilities, return_indices_ranked_by="self_confidence")
+        # n_jobs=1: cleanlab's default forks a pool, and a fork of a process with TensorFlow's
+        # threads running (the dashboard, a test worker) can hang on a lock held by one of them.
+        ranked = cleanlab_issues(
+            labels, probabilities, return_indices_ranked_by="self_confidence", n_jobs=1
+        )
         quality = get_label_quality_scores(labels, probabilities)
     model["accuracy"] = round(float((probabilities.argmax(axis=1) == labels).mean()), 4)
     names, ids = dataset.class_names, dataset.item_ids()
