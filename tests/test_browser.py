@@ -218,11 +218,7 @@ def test_fresh_server_routes_a_deep_link_and_answers_only_this_machine(tmp_path)
         # image link is text, not a request to example.invalid (which `outside` would catch).
         hostile = write_class_folder(tmp_path / "hostile", classes=(IMAGE_LINK, BOLD), per_class=6)
         page.goto(f"http://localhost:{port}/data")
-        page.get_by_text("Folder on this machine").click()
-        folder = page.get_by_label("Folder", exact=True)
-        folder.fill(str(hostile))
-        folder.press("Enter")
-        page.get_by_role("button", name="Load", exact=True).click()
+        load_folder(page, hostile)
         page.get_by_text(re.compile(r"of \d+ train images")).wait_for(timeout=60_000)
         page.wait_for_selector(
             "[data-testid='stApp'][data-test-script-state='notRunning']", timeout=60_000
@@ -234,3 +230,12 @@ def test_fresh_server_routes_a_deep_link_and_answers_only_this_machine(tmp_path)
         # Each caption is "class · file name"; the class part shows the name literally.
         assert {caption.split(" · ")[0] for caption in captions} == {IMAGE_LINK, BOLD}
         browser.close()
+
+
+def load_folder(page, folder) -> None:
+    """On the open Data page: pick "Folder on this machine", type the folder's path, Load."""
+    page.get_by_text("Folder on this machine").click()
+    path = page.get_by_label("Folder", exact=True)
+    path.fill(str(folder))
+    path.press("Enter")
+    page.get_by_role("button", name="Load", exact=True).click()

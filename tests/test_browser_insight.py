@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_browser import CHROMIUM, FLAGS, wait_for_app  # noqa: E402
+from test_browser import CHROMIUM, FLAGS, load_folder, wait_for_app  # noqa: E402
 from test_health import photo  # noqa: E402
 from test_web_security import streamlit_server  # noqa: E402
 
@@ -126,11 +126,7 @@ def test_a_duplicate_excluded_from_the_health_section_and_taken_back(studio, pag
     page.goto(f"{url}/data")
     page.get_by_role("heading", name="Data").wait_for(timeout=60_000)
     script_done(page)  # a click before the form is drawn could send its numbers unset
-    page.get_by_text("Folder on this machine").click()
-    path = page.get_by_label("Folder", exact=True)
-    path.fill(str(folder))
-    path.press("Enter")
-    page.get_by_role("button", name="Load", exact=True).click()
+    load_folder(page, folder)
     page.get_by_role("heading", name=str(folder)).wait_for(timeout=60_000)
     page.get_by_role("button", name="Run the audit").click()
     page.get_by_text("Exact duplicate groups").wait_for(timeout=60_000)

@@ -15,7 +15,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from conftest import engine_cli, write_class_folder  # noqa: E402
-from test_browser import ARTIFACTS, CHROMIUM, FLAGS, wait_for_app  # noqa: E402
+from test_browser import ARTIFACTS, CHROMIUM, FLAGS, load_folder, wait_for_app  # noqa: E402
 from test_web_security import streamlit_server  # noqa: E402
 
 from engine import runs  # noqa: E402
@@ -95,11 +95,7 @@ def test_a_folder_and_settings_survive_a_reload_and_a_restart(tmp_path):
         browser, page = open_browser(playwright)
         with streamlit_server(*folders, tmp_path / "log-1.txt") as url:
             page.goto(f"{url}/data")
-            page.get_by_text("Folder on this machine").click()
-            path = page.get_by_label("Folder", exact=True)
-            path.fill(str(folder))
-            path.press("Enter")
-            page.get_by_role("button", name="Load", exact=True).click()
+            load_folder(page, folder)
             page.get_by_role("heading", name=str(folder)).wait_for(timeout=60_000)
             wait_until_saved(lambda saved: saved.get("data", {}).get("spec") == str(folder))
             page.goto(f"{url}/augment")
