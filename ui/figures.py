@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import math
 
 import numpy as np
@@ -28,10 +29,36 @@ def class_counts_bar(counts: dict[str, dict[str, int]]) -> go.Figure:
     for split, per_class in counts.items():
         if sum(per_class.values()):
             figure.add_bar(name=split, x=list(per_class), y=list(per_class.values()))
+    return _split_bars_layout(figure, "images")
+
+
+def balance_figure(counts: dict[str, dict[str, int]]) -> go.Figure:
+    """Grouped bars: each class's share of each split's images, so splits compare at a glance."""
+    figure = go.Figure()
+    for split, per_class in counts.items():
+        total = sum(per_class.values())
+        if not total:
+            continue
+        # Plotly reads a little HTML in labels; class names are shown as the text they are.
+        names = [html.escape(name, quote=False) for name in per_class]
+        shares = [count / total * 100 for count in per_class.values()]
+        customdata = list(per_class.values())
+        figure.add_bar(
+            name=split,
+            x=names,
+            y=shares,
+            customdata=customdata,
+            hovertemplate="%{x}: %{y:.1f}% (%{customdata:,} images)<extra>" + split + "</extra>",
+        )
+    return _split_bars_layout(figure, "share of the split's images (%)")
+
+
+def _split_bars_layout(figure: go.Figure, y_title: str) -> go.Figure:
+    """Grouped per-class bars, one colour per split: the layout both split charts share."""
     figure.update_layout(
         barmode="group",
         xaxis_title="class",
-        yaxis_title="images",
+        yaxis_title=y_title,
         legend_title="split",
         margin=dict(t=30, b=10),
         height=360,

@@ -7,17 +7,16 @@ plain() or in table cells and figure labels, never as Markdown or HTML."""
 from __future__ import annotations
 
 import dataclasses
-import html
 from pathlib import Path
 
 import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
 
 from engine.config import DataConfig
 from engine.errors import UserError
 from engine.jsonio import dumps
 from ui import health_services, services
+from ui.figures import balance_figure
 from ui.health_edits_views import (
     group_gallery,
     keep_one_of_each,
@@ -181,33 +180,3 @@ def label_issue_table(report: dict) -> None:
             column_config={"quality": quality},
             key="data_health_label_issues",
         )
-
-
-def balance_figure(counts: dict[str, dict[str, int]]) -> go.Figure:
-    """Grouped bars: each class's share of each split's images, so splits compare at a glance."""
-    figure = go.Figure()
-    for split, per_class in counts.items():
-        total = sum(per_class.values())
-        if not total:
-            continue
-        # Plotly reads a little HTML in labels; class names are shown as the text they are.
-        names = [html.escape(name, quote=False) for name in per_class]
-        shares = [count / total * 100 for count in per_class.values()]
-        customdata = list(per_class.values())
-        figure.add_bar(
-            name=split,
-            x=names,
-            y=shares,
-            customdata=customdata,
-            hovertemplate="%{x}: %{y:.1f}% (%{customdata:,} images)<extra>" + split + "</extra>",
-        )
-    figure.update_layout(
-        barmode="group",
-        xaxis_title="class",
-        yaxis_title="share of the split's images (%)",
-        legend_title="split",
-        margin=dict(t=30, b=10),
-        height=360,
-    )
-    figure.update_xaxes(type="category")
-    return figure
