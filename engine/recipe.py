@@ -84,19 +84,20 @@ def recommend(dataset, weights_available: Callable[[str, int], bool] | None = No
     images = describe_images(dataset)
     side, colour = images["median_side"], images["colour"]
     train_count = len(dataset.indices("train"))
+    mirror = _mirror_note(dataset) if colour else ""
     if colour and side >= PHOTO_MIN_SIDE:
         size = PHOTO_IMAGE_SIZE if side >= PHOTO_IMAGE_SIZE else int(side // 16 * 16)
         small = train_count < SMALL_PHOTO_SET
-        photo_augment = SMALL_PHOTO_AUGMENT if small else PHOTO_AUGMENT
+        photo_augment = _without_flips(SMALL_PHOTO_AUGMENT if small else PHOTO_AUGMENT, mirror)
         notes = [
             f"photos: colour, median shorter side {side} px, so {size}x{size} inputs and "
             + (
-                f"flip, random resized crop and contrast augmentation (under {SMALL_PHOTO_SET:,} "
+                f"{'' if mirror else 'flip, '}random resized crop and contrast augmentation (under {SMALL_PHOTO_SET:,} "
                 "training images, the stronger augmentation)"
                 if small
-                else "flip, zoom, shift and contrast augmentation"
+                else f"{'' if mirror else 'flip, '}zoom, shift and contrast augmentation"
             )
-        ]
+        ] + ([mirror] if mirror else [])
         if weights_available is not None:
             if weights_available(TRANSFER_MODEL, size):
                 return Recipe(
@@ -141,13 +142,14 @@ def recommend(dataset, weights_available: Callable[[str, int], bool] | None = No
             "small colour images",
             {
                 "data": {"image_size": size},
-                "augment": dict(SMALL_COLOUR_AUGMENT),
+                "augment": _without_flips(SMALL_COLOUR_AUGMENT, mirror),
                 "model": {"name": "residual_cnn", "dropout": 0.2},
                 "train": {**TRAIN_COMMON, "time_budget_minutes": 10.0},
             },
             [
-                f"small colour images (median side {side} px): {size}x{size} inputs, flips and "
-                "shifts",
+                f"small colour images (median side {side} px): {size}x{size} inputs, "
+                + ("shifts" if mirror else "flips and shifts"),
+                *([mirror] if mirror else []),
                 _budget_note(train_count, 10.0),
             ],
         )
@@ -165,6 +167,21 @@ def recommend(dataset, weights_available: Callable[[str, int], bool] | None = No
             _budget_note(train_count, 1.5),
         ],
     )
+
+
+def _mirror_note(dataset) -> str:
+    """A sentence when a horizontal flip would turn one class into another, else empty."""
+    from engine.data.mirror import check_mirror
+
+    check = check_mirror(dataset.source, dataset.indices("train"), dataset.config.max_pixels)
+    return check.sentence() if check is not None and check.flips_swap_classes else ""
+
+
+def _without_flips(augment: dict[str, Any], mirror: str) -> dict[str, Any]:
+    """augment, less the horizontal flip when the mirror check found mirrored classes."""
+    return {
+        name: value for name, value in augment.items() if not (mirror and name == "horizontal_flip")
+    }
 
 
 def _budget_note(train_count: int, minutes: float) -> str:

@@ -6,6 +6,7 @@ import keras
 import numpy as np
 import pytest
 from conftest import write_class_folder
+from PIL import Image
 
 from engine import recipe
 from engine.config import RunConfig, TrainConfig
@@ -154,3 +155,41 @@ def test_what_the_user_sets_wins_over_the_recipe(tmp_path):
     assert config.augment.resized_crop == 0
     assert config.augment.horizontal_flip is True  # the rest of the recipe stays
     assert config.train.optimizer == chosen.config["train"]["optimizer"]
+
+
+def mirrored_and_plain_folders(root):
+    """Two sets of noise pictures: classes told apart by where a bright bar sits (left or right:
+    mirror images of each other), and classes told apart by colour (a flip keeps the class)."""
+    rng = np.random.default_rng(5)
+    for kind, classes in (("mirrored", ("left", "right")), ("plain", ("red", "blue"))):
+        for class_id, name in enumerate(classes):
+            (root / kind / name).mkdir(parents=True)
+            for number in range(30):
+                image = rng.integers(0, 120, (40, 40, 3), dtype=np.uint8)
+                if kind == "mirrored":
+                    column = int(rng.integers(2, 12)) + (24 if class_id else 0)
+                    image[:, column : column + 4] = 255
+                else:
+                    image[..., 0 if class_id == 0 else 2] += 100
+                Image.fromarray(image).save(root / kind / name / f"{number:02d}.png")
+    return root / "mirrored", root / "plain"
+
+
+def test_flips_are_left_out_when_they_turn_one_class_into_another(tmp_path):
+    from engine.data.mirror import check_mirror
+
+    mirrored, plain = map(load_dataset, map(str, mirrored_and_plain_folders(tmp_path)))
+    check = check_mirror(mirrored.source, mirrored.indices("train"), mirrored.config.max_pixels)
+    assert check.accuracy >= 0.9 and check.flipped_accuracy <= 0.1 and check.flips_swap_classes
+    chosen = recipe.recommend(mirrored)
+    assert (
+        chosen.kind == "small colour images" and "horizontal_flip" not in chosen.config["augment"]
+    )
+    assert chosen.config["augment"]["translation"] > 0
+    assert any("mirror images of each other" in note for note in chosen.notes), chosen.notes
+
+    check = check_mirror(plain.source, plain.indices("train"), plain.config.max_pixels)
+    assert check.accuracy >= 0.9 and check.flipped_accuracy >= 0.9 and not check.flips_swap_classes
+    chosen = recipe.recommend(plain)
+    assert chosen.config["augment"]["horizontal_flip"] is True
+    assert not any("mirror" in note for note in chosen.notes)
