@@ -1,10 +1,14 @@
-"""Unfamiliar images: penultimate features far from every class of the training set.
+"""Unfamiliar images: penultimate features far from every class of the training set, or a first
+convolution that answers beyond anything the training images made it answer (engine.extremes).
 
 The distance is Mahalanobis to each class mean under one shared, Ledoit-Wolf-shrunk covariance of
 the training features (Lee et al., 2018, "A simple unified framework for detecting
 out-of-distribution samples"); an image is unfamiliar when its distance to the nearest class is
-above a threshold set on the validation split, so that about 5% of validation images would be
-flagged. The statistics are fitted once per model file and kept in the run folder
+above a threshold set on the validation split. With the first-convolution ranges as well (models
+whose first convolution is one of their own layers), the distance's threshold flags 1 % of
+validation images and the ranges' threshold the rest of about 5 %; without them, the distance flags
+about 5 %. On a flowers128 run the distance alone flagged 1.8 % of cats_vs_dogs photos and none
+of 100 noise images; the ranges flag most of both (engine.extremes). The statistics are fitted once per model file and kept in the run folder
 (`familiarity.npz`).
 """
 
@@ -18,9 +22,11 @@ import numpy as np
 
 from engine import features as feature_io
 from engine.errors import UserError
+from engine.extremes import Extremes, extremes_tensor
 
 FILE_NAME = "familiarity.npz"
 FLAGGED_SHARE = 0.05  # of validation images, by construction of the threshold
+DISTANCE_SHARE = 0.01  # of those, what the distance flags when the ranges are there too
 MAX_FIT_IMAGES = 10_000  # training images measured; a larger split is sampled
 MAX_DIMENSIONS = 1024  # wider features are projected on their top principal components first
 PROJECTED_DIMENSIONS = 256
@@ -36,6 +42,8 @@ class Familiarity:
     center: np.ndarray  # the projection: (features - center) @ components.T, when wide
     components: np.ndarray  # 0 x 0 when the features are used as they are
     threshold_split: str = "validation"
+    extremes: Extremes | None = None  # the first convolution's ranges per predicted class
+    extremes_threshold: float = float("inf")  # deviations above it are unfamiliar
 
     @classmethod
     def fit(
@@ -45,9 +53,17 @@ class Familiarity:
         validation_features: np.ndarray,
         flagged_share: float = FLAGGED_SHARE,
         threshold_split: str = "validation",
+        train_extremes: tuple[np.ndarray, np.ndarray] | None = None,
+        validation_extremes: tuple[np.ndarray, np.ndarray] | None = None,
+        class_count: int = 0,
     ) -> Familiarity:
         """Fit on training features, then set the threshold so `flagged_share` of the
-        validation features lie beyond it."""
+        validation features lie beyond it.
+
+        train_extremes and validation_extremes, when given, are (first-convolution statistics,
+        predicted classes) of the same images, out of class_count (the model's outputs): then
+        the distance flags DISTANCE_SHARE of the validation images and the ranges about the rest
+        of flagged_share."""
         from sklearn.covariance import LedoitWolf
 
         train_features = np.asarray(train_features, np.float64)
@@ -76,7 +92,25 @@ class Familiarity:
         precision = LedoitWolf(assume_centered=True).fit(centered).precision_
         familiarity = cls(means, precision, 0.0, center, components, threshold_split)
         distances = familiarity.distances(validation_features)
-        familiarity.threshold = float(np.quantile(distances, 1.0 - flagged_share))
+        if train_extremes is None or validation_extremes is None:
+            familiarity.threshold = float(np.quantile(distances, 1.0 - flagged_share))
+            return familiarity
+        familiarity.threshold = float(
+            np.quantile(distances, 1.0 - min(DISTANCE_SHARE, flagged_share))
+        )
+        statistics, predicted = train_extremes
+        count = max(int(np.max(train_labels)), int(np.max(predicted))) + 1
+        extremes = Extremes.fit(statistics, predicted, max(count, class_count))
+        deviations = extremes.deviations(*validation_extremes)[distances <= familiarity.threshold]
+        remaining = flagged_share * len(distances) - float(
+            np.sum(distances > familiarity.threshold)
+        )
+        familiarity.extremes = extremes
+        familiarity.extremes_threshold = (
+            float(np.quantile(deviations, 1.0 - remaining / len(deviations)))
+            if remaining > 0 and len(deviations)
+            else float(deviations.max(initial=0.0))
+        )
         return familiarity
 
     def distances(self, features: np.ndarray) -> np.ndarray:
@@ -91,9 +125,19 @@ class Familiarity:
             nearest = np.minimum(nearest, squared)
         return np.sqrt(np.maximum(nearest, 0.0))
 
-    def unfamiliar(self, features: np.ndarray) -> np.ndarray:
-        """True for each feature row farther from every class than the threshold."""
-        return self.distances(features) > self.threshold
+    def unfamiliar(
+        self,
+        features: np.ndarray,
+        extremes: np.ndarray | None = None,
+        predicted: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """True for each image whose features are farther from every class than the threshold,
+        or (given its first-convolution statistics and predicted class) whose statistics fall
+        beyond the ranges' threshold."""
+        flags = self.distances(features) > self.threshold
+        if self.extremes is not None and extremes is not None and predicted is not None:
+            flags |= self.extremes.deviations(extremes, predicted) > self.extremes_threshold
+        return flags
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {
@@ -103,29 +147,58 @@ class Familiarity:
             "center": self.center,
             "components": self.components,
             "threshold_split": np.array(self.threshold_split),
+            "extremes_low": self.extremes.low if self.extremes else np.zeros((0, 0)),
+            "extremes_high": self.extremes.high if self.extremes else np.zeros((0, 0)),
+            "extremes_threshold": np.array(self.extremes_threshold),
         }
 
 
-def fit_run(run_dir: Path, dual) -> Familiarity:
-    """Fit on the run's training split, threshold on its validation split (train without one)."""
+def measure_model(model):
+    """The Keras model giving [features, probabilities] and, where the model has its own first
+    convolution, that convolution's statistics (engine.extremes)."""
+    return feature_io.features_model(model, extra=extremes_tensor)
+
+
+def fit_run(run_dir: Path, measure) -> Familiarity:
+    """Fit on the run's training split, threshold on its validation split (train without one).
+
+    `measure` is measure_model's model for the run's model."""
     dataset = feature_io.run_dataset(run_dir)
-    _, labels, train, _ = feature_io.split_features(dual, dataset, "train", MAX_FIT_IMAGES)
+    _, labels, train = feature_io.split_outputs(measure, dataset, "train", MAX_FIT_IMAGES)
     split = "validation" if len(dataset.indices("validation")) else "train"
     if split == "validation":
-        _, _, validation, _ = feature_io.split_features(dual, dataset, split, MAX_FIT_IMAGES)
+        _, _, validation = feature_io.split_outputs(measure, dataset, split, MAX_FIT_IMAGES)
     else:  # no validation split: distances on fitted data are smaller, so more will be flagged
         validation = train
-    return Familiarity.fit(train, labels, validation, threshold_split=split)
+    extras = {}
+    if len(train) > 2 and len(train[0]) and len(validation[0]):
+        extras = {
+            "train_extremes": (train[2], train[1].argmax(axis=1)),
+            "validation_extremes": (validation[2], validation[1].argmax(axis=1)),
+            "class_count": train[1].shape[1],
+        }
+    return Familiarity.fit(train[0], labels, validation[0], threshold_split=split, **extras)
 
 
-def load_or_fit(run_dir: Path, dual) -> Familiarity:
+def load_or_fit(run_dir: Path, measure) -> Familiarity:
     """The run's statistics from familiarity.npz, fitted and stored first when missing, stale
     (another model file) or damaged."""
     run_dir = Path(run_dir)
     identity = feature_io.model_identity(run_dir)
-    names = ("means", "precision", "threshold", "center", "components", "threshold_split")
+    names = (
+        "means",
+        "precision",
+        "threshold",
+        "center",
+        "components",
+        "threshold_split",
+        "extremes_low",
+        "extremes_high",
+        "extremes_threshold",
+    )
     stored = feature_io.load_arrays(run_dir / FILE_NAME, identity, names)
     if stored is not None:
+        low, high = stored["extremes_low"], stored["extremes_high"]
         return Familiarity(
             stored["means"],
             stored["precision"],
@@ -133,8 +206,10 @@ def load_or_fit(run_dir: Path, dual) -> Familiarity:
             stored["center"],
             stored["components"],
             str(stored["threshold_split"]),
+            Extremes(low, high) if low.size and low.shape == high.shape else None,
+            float(stored["extremes_threshold"]),
         )
-    familiarity = fit_run(run_dir, dual)
+    familiarity = fit_run(run_dir, measure)
     with contextlib.suppress(OSError):  # a read-only run folder: fitted, just not kept
         feature_io.save_arrays(
             run_dir / FILE_NAME, identity=np.array(identity), **familiarity.arrays()

@@ -21,8 +21,9 @@ from engine.jsonio import atomic_write_bytes, read_json_object
 BATCH_SIZE = 64
 
 
-def features_model(model):
-    """A Keras model giving [penultimate features, class probabilities] for a batch of images.
+def features_model(model, extra=None):
+    """A Keras model giving [penultimate features, class probabilities] for a batch of images,
+    and `extra(model)`'s tensor third when it gives one (engine.extremes).
 
     The features are the input of the model's last layer (our models' "predictions" Dense), so
     one pass gives both; a model that is no Keras model, or is too small to have a layer before
@@ -46,8 +47,12 @@ def features_model(model):
             "This model is a single layer with no features before its head; train a CNN to use "
             "the embedding and the unfamiliar-image check."
         )
+    wanted = [features, model.outputs[0]]
+    added = extra(model) if extra is not None else None
+    if added is not None:
+        wanted.append(added)
     try:
-        return keras.Model(model.input, [features, model.outputs[0]], name="features_and_outputs")
+        return keras.Model(model.input, wanted, name="features_and_outputs")
     except (ValueError, TypeError, AttributeError) as error:  # a graph Keras cannot cut
         raise UserError(
             f"The features before {head.name} cannot be reached in this model "
@@ -55,19 +60,17 @@ def features_model(model):
         ) from None
 
 
-def outputs(
-    dual, images: np.ndarray, batch_size: int = BATCH_SIZE
-) -> tuple[np.ndarray, np.ndarray]:
-    """(features, probabilities) of float32 images in [0, 255], in batches."""
-    features, probabilities = [], []
+def outputs(dual, images: np.ndarray, batch_size: int = BATCH_SIZE) -> tuple[np.ndarray, ...]:
+    """Each output of `dual` (features_model's: features, then probabilities, then what else it
+    gives) for float32 images in [0, 255], in batches."""
+    parts: list[list[np.ndarray]] = []
     for start in range(0, len(images), batch_size):
         batch = np.asarray(images[start : start + batch_size], dtype=np.float32)
-        batch_features, batch_probabilities = dual(batch, training=False)
-        features.append(np.asarray(batch_features, dtype=np.float32))
-        probabilities.append(np.asarray(batch_probabilities, dtype=np.float32))
-    if not features:
-        return np.zeros((0, 0), np.float32), np.zeros((0, 0), np.float32)
-    return np.concatenate(features), np.concatenate(probabilities)
+        results = dual(batch, training=False)
+        parts.append([np.asarray(result, dtype=np.float32) for result in results])
+    if not parts:
+        return tuple(np.zeros((0, 0), np.float32) for _ in dual.outputs)
+    return tuple(np.concatenate(column) for column in zip(*parts, strict=True))
 
 
 def run_dataset(run_dir: Path):
@@ -90,6 +93,14 @@ def split_features(
 
     A larger split is sampled at random with a fixed seed, so the same run gives the same sample.
     """
+    indices, labels, results = split_outputs(dual, dataset, split, limit, seed)
+    return indices, labels, results[0], results[1]
+
+
+def split_outputs(
+    dual, dataset, split: str, limit: int | None = None, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, ...]]:
+    """(item numbers, labels, each output of `dual`) of a split, sampled as split_features."""
     indices = np.sort(dataset.indices(split))
     if limit is not None and len(indices) > limit:
         chosen = np.random.default_rng(seed).choice(len(indices), limit, replace=False)
@@ -99,11 +110,11 @@ def split_features(
         outputs(dual, images[indices[start : start + BATCH_SIZE]])
         for start in range(0, len(indices), BATCH_SIZE)
     ]
-    if not parts:
-        return indices, dataset.labels[indices], np.zeros((0, 0), np.float32), np.zeros((0, 0))
-    features = np.concatenate([part[0] for part in parts])
-    probabilities = np.concatenate([part[1] for part in parts])
-    return indices, np.asarray(dataset.labels[indices], np.int64), features, probabilities
+    if parts:
+        results = tuple(np.concatenate(column) for column in zip(*parts, strict=True))
+    else:
+        results = tuple(np.zeros((0, 0), np.float32) for _ in dual.outputs)
+    return indices, np.asarray(dataset.labels[indices], np.int64), results
 
 
 def model_identity(run_dir: Path) -> str:

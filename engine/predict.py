@@ -67,7 +67,7 @@ class Predictor:
                 f"Run {self.run_dir.name} has no load report (it did not finish loading its data); pick a completed run."
             )
         self.model = model if model is not None else load_model(run_model_path(self.run_dir))
-        self._dual = None  # [features, probabilities] model, built on first use
+        self._dual = None  # familiarity.measure_model's model, built on first use
         self._familiarity = None
         # Why unfamiliar images cannot be told apart (None until tried, "" when they can).
         self.familiarity_problem: str | None = None
@@ -129,22 +129,24 @@ class Predictor:
             return self.probabilities(images, batch_size, tta), [None] * len(images)
         from engine.features import outputs
 
-        features, probabilities = outputs(self._dual, images, batch_size)
-        probabilities = probabilities.astype(np.float64)
+        measured = outputs(self._dual, images, batch_size)
+        features, probabilities = measured[0], measured[1].astype(np.float64)
+        extremes = measured[2] if len(measured) > 2 else None
+        flags = familiarity.unfamiliar(features, extremes, probabilities.argmax(axis=1))
         if tta:
             probabilities = (
                 probabilities + self._model_output(flip_horizontal(images), batch_size)
             ) / 2
-        return probabilities, [bool(flag) for flag in familiarity.unfamiliar(features)]
+        return probabilities, [bool(flag) for flag in flags]
 
     def familiarity(self):
         """The run's engine.familiarity.Familiarity, fitted once per model file and cached in
         the run folder; None with familiarity_problem set when it cannot be had."""
         if self._familiarity is None and self.familiarity_problem is None:
-            from engine import familiarity, features
+            from engine import familiarity
 
             try:
-                self._dual = features.features_model(self.model)
+                self._dual = familiarity.measure_model(self.model)
                 self._familiarity = familiarity.load_or_fit(self.run_dir, self._dual)
                 self.familiarity_problem = ""
             except UserError as error:

@@ -52,6 +52,50 @@ def test_wide_features_are_projected_before_the_covariance(monkeypatch):
     assert familiarity.unfamiliar(rng.normal(scale=3.0, size=(50, 100)) + 5.0).mean() >= 0.9
 
 
+def test_first_convolution_ranges_flag_what_no_training_image_reached():
+    from engine.extremes import Extremes
+
+    statistics = np.array([[1.0, 5.0], [3.0, 7.0], [10.0, 0.0], [12.0, 2.0]])
+    extremes = Extremes.fit(statistics, np.array([0, 0, 1, 1]), 3)
+    assert extremes.low.tolist() == [[1.0, 5.0], [10.0, 0.0], [1.0, 0.0]]  # class 2: all images
+    assert extremes.high.tolist() == [[3.0, 7.0], [12.0, 2.0], [12.0, 7.0]]
+    inside, beyond = [2.0, 6.0], [4.0, 3.0]
+    deviations = extremes.deviations(np.array([inside, beyond, beyond]), np.array([0, 0, 1]))
+    # Class 0 (widths 2 and 2): 4 is half a width above 3, and 3 one width below 5. Class 1:
+    # 4 is three widths below 10, and 3 half a width above 2.
+    assert deviations == pytest.approx([0.0, 1.5, 3.5], abs=1e-5)
+
+
+def test_with_ranges_the_distance_flags_one_percent_and_the_ranges_the_rest():
+    from engine import familiarity as module
+
+    rng = np.random.default_rng(4)
+    centres = rng.normal(scale=6.0, size=(3, 8))
+    train, labels = clusters(rng, 3000, centres)
+    validation, validation_labels = clusters(rng, 1000, centres)
+    # Statistics of the first convolution: uniform in [0, 1] for every training-like image.
+    train_statistics, validation_statistics = rng.random((3000, 6)), rng.random((1000, 6))
+    validation_statistics[:100] *= 1.2  # a tenth of validation reaches past the ranges
+    familiarity = Familiarity.fit(
+        train,
+        labels,
+        validation,
+        train_extremes=(train_statistics, labels),
+        validation_extremes=(validation_statistics, validation_labels),
+        class_count=4,
+    )
+    assert familiarity.extremes.low.shape == (4, 6)
+    by_distance = familiarity.distances(validation) > familiarity.threshold
+    assert by_distance.mean() == pytest.approx(module.DISTANCE_SHARE, abs=0.001)
+    flags = familiarity.unfamiliar(validation, validation_statistics, validation_labels)
+    assert flags.mean() == pytest.approx(module.FLAGGED_SHARE, abs=0.002)
+    # Familiar features with statistics far past every range are unfamiliar; without the
+    # statistics only the distance speaks.
+    outside = np.full((5, 6), 3.0)
+    assert familiarity.unfamiliar(centres[labels[:5]], outside, labels[:5]).all()
+    assert not familiarity.unfamiliar(centres[labels[:5]]).any()
+
+
 def test_features_that_are_not_finite_are_refused_in_one_sentence():
     from engine.errors import UserError
 
@@ -70,23 +114,32 @@ def test_the_statistics_are_cached_and_a_damaged_cache_is_fitted_again(tmp_path,
     rng = np.random.default_rng(2)
     fits = []
 
-    def fit_run(run_dir, dual):
+    def fit_run(run_dir, measure):
         fits.append(run_dir)
         train, labels = clusters(rng, 300, np.eye(3, 4) * 5)
-        return Familiarity.fit(train, labels, clusters(rng, 100, np.eye(3, 4) * 5)[0])
+        validation, predicted = clusters(rng, 100, np.eye(3, 4) * 5)
+        return Familiarity.fit(
+            train,
+            labels,
+            validation,
+            train_extremes=(train, labels),
+            validation_extremes=(validation, predicted),
+        )
 
     monkeypatch.setattr(module, "fit_run", fit_run)
-    first = module.load_or_fit(run_dir, dual=None)
-    second = module.load_or_fit(run_dir, dual=None)
+    first = module.load_or_fit(run_dir, measure=None)
+    second = module.load_or_fit(run_dir, measure=None)
     assert len(fits) == 1 and (run_dir / FILE_NAME).is_file()
     assert second.threshold == first.threshold and np.array_equal(second.means, first.means)
     assert second.threshold_split == "validation"
+    assert np.array_equal(second.extremes.high, first.extremes.high)
+    assert second.extremes_threshold == first.extremes_threshold
 
     (run_dir / FILE_NAME).write_bytes(b"\x00garbage")
-    module.load_or_fit(run_dir, dual=None)
+    module.load_or_fit(run_dir, measure=None)
     assert len(fits) == 2
     (run_dir / "best.keras").write_bytes(b"a model trained further")  # another model: fit again
-    module.load_or_fit(run_dir, dual=None)
+    module.load_or_fit(run_dir, measure=None)
     assert len(fits) == 3
     assert [path.name for path in run_dir.iterdir() if path.name.startswith(".")] == []
 

@@ -57,7 +57,9 @@ def test_predict_overlays_heatmaps_and_says_which_images_are_unfamiliar(tmp_path
     make_conv_run(write_class_folder(tmp_path / "animals", CLASSES, per_class=8))
     # Which images the statistics flag is tested in test_familiarity.py; here, what the page says.
     monkeypatch.setattr(
-        familiarity.Familiarity, "unfamiliar", lambda self, features: np.arange(len(features)) == 0
+        familiarity.Familiarity,
+        "unfamiliar",
+        lambda self, features, *extremes: np.arange(len(features)) == 0,
     )
     at = page("predict")
     assert at.toggle(key="predict_gradcam").value is False
