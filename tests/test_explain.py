@@ -13,7 +13,7 @@ from PIL import Image
 from engine.errors import UserError
 
 SIZE, SQUARE = 32, 6
-SQUARE_EPOCHS = 40  # with the defaults, 30/30 heatmaps peak in the right half (measured)
+SQUARE_EPOCHS = 25  # with the defaults, 28 of 30 heatmaps peak in the square's half (measured)
 CLASSES = ("left", "right")
 
 
@@ -99,7 +99,9 @@ def test_the_heatmap_peaks_in_the_half_with_the_square(square_run):
         (peak_position(heatmap)[1] >= SIZE // 2) == (label == right)
         for heatmap, label in zip(heatmaps, dataset.labels[indices], strict=True)
     ]
-    # Measured: 30 of 30 test images (100 %) in four trainings with other data seeds.
+    # Measured: 28 of 30 (93 %) here; with data seeds 11 and 12, 27 and 28 of 30. After 40 epochs
+    # 30, 25 and 28 of 30; after the 200 epochs the 10-minute budget gives, 21 of 30: a model
+    # trained that long tells "right" by the absence of a square on the left.
     assert np.mean(in_half) >= 0.9, f"{np.mean(in_half):.0%} of {len(in_half)}"
 
 
