@@ -127,6 +127,9 @@ def test_small_colour_images_get_flips_but_not_the_photo_size(tmp_path):
     assert chosen.kind == "small colour images"
     assert chosen.config["augment"]["horizontal_flip"] is True
     assert chosen.config["data"]["image_size"] == 32
+    # No label smoothing: it would leave one cue where the classes show two (recipe.py's note).
+    assert chosen.config["train"]["label_smoothing"] == 0.0
+    assert any("no label smoothing" in note for note in chosen.notes), chosen.notes
 
 
 def test_transfer_learning_when_weights_are_available_and_a_notice_when_not(tmp_path):
