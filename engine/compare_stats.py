@@ -236,7 +236,7 @@ def compare_runs(
         "a_only": a_only,
         "b_only": b_only,
         "both_wrong": int(np.sum(~right_a & ~right_b)),
-        "p_value": mcnemar_p_value(a_only, b_only),
+        "mcnemar_p_value": mcnemar_p_value(a_only, b_only),
         "difference_interval": [low, high],
         "resamples": resamples,
         "seed": seed,

@@ -22,7 +22,7 @@ KEYS = [
     "a_only",
     "b_only",
     "both_wrong",
-    "p_value",
+    "mcnemar_p_value",
     "difference_interval",
 ]
 
@@ -104,7 +104,7 @@ def test_the_p_value_is_mcnemars_exact_test_on_the_paired_predictions(runs):
     b_only = sum(b[item][1] and not a[item][1] for item in a)
     assert (result["a_only"], result["b_only"]) == (a_only, b_only)
     assert a_only + b_only > 0  # the test means something only with discordant pairs
-    assert result["p_value"] == pytest.approx(exact_mcnemar(a_only, b_only), rel=1e-9)
+    assert result["mcnemar_p_value"] == pytest.approx(exact_mcnemar(a_only, b_only), rel=1e-9)
     assert result["both_right"] == sum(a[item][1] and b[item][1] for item in a)
     assert result["both_wrong"] == sum(not a[item][1] and not b[item][1] for item in a)
     assert result["count"] == len(a) == sum(result[key] for key in KEYS[2:6])

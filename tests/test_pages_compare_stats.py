@@ -64,9 +64,9 @@ def test_compare_page_gives_the_verdict_and_where_the_runs_disagree(stats_runs):
     shown = [box.value for box in (*at.success, *at.info)]
     assert expected in shown
     assert "alpha \\*\\*bold\\*\\*" in expected and "**bold**" not in expected
-    assert ("is better" in expected) == (result["p_value"] < 0.05)
+    assert ("is better" in expected) == (result["mcnemar_p_value"] < 0.05)
     metrics = {metric.label: metric.value for metric in at.metric}
-    assert metrics["McNemar p-value"] == f"{result['p_value']:.3g}"
+    assert metrics["McNemar p-value"] == f"{result['mcnemar_p_value']:.3g}"
     assert metrics["beta (B)"] == f"{result['accuracy_b'] * 100:.2f} %"
     [counts] = [frame.value for frame in at.dataframe if "beta right" in frame.value.columns]
     assert counts.loc["alpha **bold** right", "beta wrong"] == result["a_only"]

@@ -50,8 +50,10 @@ def verdict(result: dict, name_a: str, name_b: str) -> str:
             f"No evidence of a difference: {name_a} and {name_b} are right and wrong on exactly "
             f"the same {count:,} {images}."
         )
-    chance = f"a difference this large would arise by chance with {p_text(result['p_value'])}"
-    if result["p_value"] < result.get("significance", 0.05):
+    chance = (
+        f"a difference this large would arise by chance with {p_text(result['mcnemar_p_value'])}"
+    )
+    if result["mcnemar_p_value"] < result.get("significance", 0.05):
         better, worse = (name_b, name_a) if b_only > a_only else (name_a, name_b)
         wins, losses = max(a_only, b_only), min(a_only, b_only)
         return (
@@ -112,13 +114,13 @@ def show_comparison(result: dict, names: dict[str, str], colours: dict[str, str]
     """The verdict, the accuracies and their difference, the paired counts and the chart."""
     name_a, name_b = names[result["run_a"]], names[result["run_b"]]
     sentence = verdict(result, name_a, name_b)
-    significant = result["p_value"] < result.get("significance", 0.05)
+    significant = result["mcnemar_p_value"] < result.get("significance", 0.05)
     (st.success if significant else st.info)(plain(sentence))
     columns = st.columns(4)
     columns[0].metric(plain(f"{name_a} (A)"), f"{result['accuracy_a'] * 100:.2f} %", border=True)
     columns[1].metric(plain(f"{name_b} (B)"), f"{result['accuracy_b'] * 100:.2f} %", border=True)
     columns[2].metric("B − A", f"{result['difference'] * 100:+.2f} points", border=True)
-    columns[3].metric("McNemar p-value", f"{result['p_value']:.3g}", border=True)
+    columns[3].metric("McNemar p-value", f"{result['mcnemar_p_value']:.3g}", border=True)
     st.caption(
         plain(interval_text(result, name_a, name_b))
         + " The p-value is McNemar's exact test: of the images only one run gets right, how "
