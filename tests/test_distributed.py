@@ -184,7 +184,8 @@ def test_two_local_workers_train_one_run_with_multi_worker_mirrored_strategy(tmp
     scratch.mkdir()
     runs_dir = tmp_path / "runs"
     done = run_engine(
-        *("train", "--dataset", "digits", "--epochs", "3", "--local-workers", "2"),
+        *("train", "--dataset", "digits", "--image-size", "16", "--epochs", "3"),
+        *("--local-workers", "2"),
         *("--runs-dir", str(runs_dir)),
         env={"TMPDIR": str(scratch)},
     )
