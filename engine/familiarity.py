@@ -153,6 +153,20 @@ class Familiarity:
         }
 
 
+# What familiarity.npz holds: the keys of Familiarity.arrays(), read back by load_or_fit.
+ARRAY_NAMES = (
+    "means",
+    "precision",
+    "threshold",
+    "center",
+    "components",
+    "threshold_split",
+    "extremes_low",
+    "extremes_high",
+    "extremes_threshold",
+)
+
+
 def measure_model(model):
     """The Keras model giving [features, probabilities] and, where the model has its own first
     convolution, that convolution's statistics (engine.extremes)."""
@@ -185,18 +199,7 @@ def load_or_fit(run_dir: Path, measure) -> Familiarity:
     (another model file) or damaged."""
     run_dir = Path(run_dir)
     identity = feature_io.model_identity(run_dir)
-    names = (
-        "means",
-        "precision",
-        "threshold",
-        "center",
-        "components",
-        "threshold_split",
-        "extremes_low",
-        "extremes_high",
-        "extremes_threshold",
-    )
-    stored = feature_io.load_arrays(run_dir / FILE_NAME, identity, names)
+    stored = feature_io.load_arrays(run_dir / FILE_NAME, identity, ARRAY_NAMES)
     if stored is not None:
         low, high = stored["extremes_low"], stored["extremes_high"]
         return Familiarity(

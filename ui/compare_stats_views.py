@@ -50,10 +50,9 @@ def verdict(result: dict, name_a: str, name_b: str) -> str:
             f"No evidence of a difference: {name_a} and {name_b} are right and wrong on exactly "
             f"the same {count:,} {images}."
         )
-    chance = (
-        f"a difference this large would arise by chance with {p_text(result['mcnemar_p_value'])}"
-    )
-    if result["mcnemar_p_value"] < result.get("significance", 0.05):
+    p_value = result["mcnemar_p_value"]
+    chance = f"a difference this large would arise by chance with {p_text(p_value)}"
+    if p_value < result.get("significance", 0.05):
         better, worse = (name_b, name_a) if b_only > a_only else (name_a, name_b)
         wins, losses = max(a_only, b_only), min(a_only, b_only)
         return (
