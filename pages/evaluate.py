@@ -2,6 +2,8 @@
 confusion matrix, mistakes (with Grad-CAM heatmaps on request), the embedding of its features and
 the export of its model with a parity check."""
 
+import html
+
 import streamlit as st
 
 from engine.errors import UserError
@@ -30,7 +32,9 @@ init_state()
 def pick_pair_from_matrix(options: list[str]) -> None:
     """A clicked heatmap cell filters the gallery to that true → predicted pair."""
     points = st.session_state["eval_matrix"].selection.get("points") or []
-    pair = pair_label(str(points[0]["y"]), str(points[0]["x"])) if points else ALL_PAIRS
+    pair = ALL_PAIRS
+    if points:  # the cell's class names as Plotly showed them (escaped), back to the names
+        pair = pair_label(html.unescape(str(points[0]["y"])), html.unescape(str(points[0]["x"])))
     st.session_state["eval_pair"] = pair if pair in options else ALL_PAIRS
 
 

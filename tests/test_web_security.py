@@ -262,3 +262,38 @@ def test_csv_download_cells_cannot_run_as_formulas():
     assert [row[1] for row in rows[1:]] == ["cat", "'=1+1", "dog", "cat", "dog", "cat", "'-x"]
     # Numbers stay numbers: a negative probability is not text a spreadsheet would run.
     assert [float(row[2]) for row in rows[1:]] == list(table["probability"])
+
+
+# ----- Plotly figures ---------------------------------------------------------------------------
+
+LINK = '<a href="https:example.invalid">x</a> & <b>'
+
+
+def test_figures_show_names_as_text_not_plotly_html():
+    """Plotly renders <a>, <b> and <br> in labels; a name from a dataset or run folder is shown as
+    the text it is, and a clicked confusion-matrix cell gives the class name back."""
+    import html
+
+    from ui import figures
+    from ui.run_views import selectable_confusion_heatmap
+
+    escaped = '&lt;a href="https:example.invalid"&gt;x&lt;/a&gt; &amp; &lt;b&gt;'
+    assert figures.plot_text(LINK) == escaped
+    assert list(figures.class_counts_bar({"train": {LINK: 3, "cat": 2}}).data[0].x) == [
+        escaped,
+        "cat",
+    ]
+    heatmap = figures.confusion_heatmap([[1, 0], [2, 3]], [LINK, "cat"]).data[0]
+    assert list(heatmap.x) == list(heatmap.y) == [escaped, "cat"]
+    [bar] = figures.probability_bars([{"label": LINK, "probability": 0.9}]).data
+    assert list(bar.y) == [escaped]
+    [run_bars] = figures.per_class_bars({"run": {LINK: 0.5}}, labels={"run": LINK}).data
+    assert list(run_bars.x) == [escaped] and run_bars.name == escaped
+    curves = figures.training_curves(
+        [("a", [{"epoch": 1, "loss": 1.0}], []), ("b", [{"epoch": 1, "loss": 0.5}], [])],
+        labels={"a": LINK, "b": "b"},
+    )
+    assert escaped in {trace.name for trace in curves.data}
+    assert LINK not in {trace.name for trace in curves.data}
+    cells = selectable_confusion_heatmap([[1, 0], [2, 3]], [LINK, "cat"], False).data[1]
+    assert {html.unescape(name) for name in cells.x} == {LINK, "cat"}

@@ -7,13 +7,11 @@ in a Plotly figure are HTML-escaped, since Plotly reads a few tags in its text.
 
 from __future__ import annotations
 
-import html
-
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from ui.figures import LEGEND_ABOVE
+from ui.figures import LEGEND_ABOVE, plot_text
 from ui.text import plain
 
 
@@ -89,11 +87,11 @@ def disagreement_figure(
     result: dict, name_a: str, name_b: str, colour_a: str, colour_b: str
 ) -> go.Figure:
     """Per true class, how many images only A gets right and how many only B does."""
-    classes = [html.escape(row["class"]) for row in result["per_class"]]
+    classes = [plot_text(row["class"]) for row in result["per_class"]]
     figure = go.Figure()
     for key, name, colour in (("a_only", name_a, colour_a), ("b_only", name_b, colour_b)):
         figure.add_bar(
-            name=html.escape(f"only {name} right"),
+            name=plot_text(f"only {name} right"),
             x=classes,
             y=[row[key] for row in result["per_class"]],
             marker_color=colour,

@@ -1,13 +1,12 @@
 """Explanation views: Grad-CAM overlays on the Predict and Evaluate pages, the unfamiliar-image
 note, and the Evaluate page's embedding scatter with the image of a chosen point.
 
-Class and file names are untrusted text: plain() on their way into Markdown, html.escape on their
-way into Plotly (which renders a subset of HTML in legends and hover labels).
+Class and file names are untrusted text: plain() on their way into Markdown, figures.plot_text
+on their way into Plotly (which renders a subset of HTML in legends and hover labels).
 """
 
 from __future__ import annotations
 
-import html
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from PIL import Image
 from engine.config import DataConfig
 from engine.errors import UserError
 from ui import explain_services, gallery, services
-from ui.figures import LEGEND_ABOVE, PALETTE
+from ui.figures import LEGEND_ABOVE, PALETTE, plot_text
 from ui.text import plain
 
 GRADCAM_LABEL = "Show where the model looked (Grad-CAM)"
@@ -118,7 +117,7 @@ def embedding_figure(data: dict) -> go.Figure:
     """The embedding as a scatter: one colour per true class, misclassified points as crosses,
     hover with the file name and the prediction, each point's number in customdata."""
     points, labels, predicted = data["points"], data["labels"], data["predicted"]
-    names = [html.escape(name) for name in data["class_names"]]
+    names = [plot_text(name) for name in data["class_names"]]
     trace = go.Scattergl if len(points) > GL_POINTS else go.Scatter
     figure = go.Figure()
     for class_id, name in enumerate(names):
@@ -129,7 +128,7 @@ def embedding_figure(data: dict) -> go.Figure:
         members = members[np.argsort(predicted[members] != class_id, kind="stable")]
         wrong = predicted[members] != class_id
         text = [
-            f"{html.escape(gallery.short_file_name(data['ids'][i]))}<br>true: {name}<br>"
+            f"{plot_text(gallery.short_file_name(data['ids'][i]))}<br>true: {name}<br>"
             f"predicted: {names[predicted[i]]}"
             for i in members
         ]

@@ -23,12 +23,21 @@ PALETTE = [
 ]
 
 
+def plot_text(name: str) -> str:
+    """A class, file or run name as Plotly shows it: Plotly reads a little HTML in every label
+    (<b>, <br>, <a href>), so names from a dataset or a run folder are escaped and shown as the
+    text they are. html.unescape gives the name back from a clicked point."""
+    return html.escape(str(name), quote=False)
+
+
 def class_counts_bar(counts: dict[str, dict[str, int]]) -> go.Figure:
     """Grouped bars of images per class, one colour per split."""
     figure = go.Figure()
     for split, per_class in counts.items():
         if sum(per_class.values()):
-            figure.add_bar(name=split, x=list(per_class), y=list(per_class.values()))
+            figure.add_bar(
+                name=split, x=[plot_text(name) for name in per_class], y=list(per_class.values())
+            )
     return _split_bars_layout(figure, "images")
 
 
@@ -39,8 +48,7 @@ def balance_figure(counts: dict[str, dict[str, int]]) -> go.Figure:
         total = sum(per_class.values())
         if not total:
             continue
-        # Plotly reads a little HTML in labels; class names are shown as the text they are.
-        names = [html.escape(name, quote=False) for name in per_class]
+        names = [plot_text(name) for name in per_class]
         shares = [count / total * 100 for count in per_class.values()]
         customdata = list(per_class.values())
         figure.add_bar(
@@ -97,7 +105,7 @@ def training_curves(
     )
     for name, epochs, steps in series:
         colour = colours[name]
-        label = labels.get(name, name)
+        label = plot_text(labels.get(name, name))
         per_epoch = (steps_per_epoch or {}).get(name)
         # (legend name, legend group, shown in the legend) of the step, train and validation lines:
         # with several runs, one entry per run that toggles all its lines; else one per line.
@@ -169,11 +177,12 @@ def confusion_heatmap(
     values = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1) if normalize else counts
     text = [[f"{v:.2f}" if normalize else f"{int(v)}" for v in row] for row in values]
     size = len(class_names)
+    names = [plot_text(name) for name in class_names]
     figure = go.Figure(
         go.Heatmap(
             z=values,
-            x=class_names,
-            y=class_names,
+            x=names,
+            y=names,
             colorscale="Blues",
             text=text,
             texttemplate="%{text}" if size <= 20 else None,
@@ -196,7 +205,7 @@ def confusion_heatmap(
 
 def probability_bars(top_k: list[dict]) -> go.Figure:
     """Horizontal bars of the top-k labels and their probabilities."""
-    labels = [item["label"] for item in top_k][::-1]
+    labels = [plot_text(item["label"]) for item in top_k][::-1]
     values = [item["probability"] for item in top_k][::-1]
     figure = go.Figure(
         go.Bar(
@@ -228,8 +237,8 @@ def per_class_bars(
     figure = go.Figure()
     for name, scores in per_run.items():
         figure.add_bar(
-            name=labels.get(name, name),
-            x=list(scores),
+            name=plot_text(labels.get(name, name)),
+            x=[plot_text(class_name) for class_name in scores],
             y=list(scores.values()),
             marker_color=colours[name],
         )

@@ -195,13 +195,15 @@ def selectable_confusion_heatmap(matrix: list[list[int]], class_names: list[str]
     """ui.figures.confusion_heatmap with a transparent marker on every cell.
 
     Streamlit reports no selection for clicks on a Plotly heatmap (streamlit/streamlit#8760), but
-    it does for scatter points, so the markers make a clicked cell come back as (x, y).
+    it does for scatter points, so the markers make a clicked cell come back as (x, y): the class
+    names as Plotly shows them (figures.plot_text), which html.unescape turns back into names.
     """
     figure = figures.confusion_heatmap(matrix, class_names, normalize)
     heatmap = figure.data[0]
+    names = [figures.plot_text(name) for name in class_names]
     figure.add_scatter(
-        x=[predicted for _ in class_names for predicted in class_names],
-        y=[true for true in class_names for _ in class_names],
+        x=[predicted for _ in names for predicted in names],
+        y=[true for true in names for _ in names],
         text=[value for row in heatmap.text for value in row],
         mode="markers",
         marker=dict(symbol="square", size=18, color="rgba(0,0,0,0)"),
