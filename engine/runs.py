@@ -35,6 +35,7 @@ CANCEL_FILE = "cancel"
 PID_FILE = "pid"  # {"pid", "pid_start_time"} of the training process, written by its launcher
 RESULT_FILES = ("load_report.json", "evaluation.json")  # listed as damaged when unreadable
 DISK_FULL_BYTES = 2**20  # less free space than this in a run folder reads as a full disk
+RUN_ID_TRIES = 100  # random run-folder suffixes tried before giving up
 
 
 def default_runs_dir() -> Path:
@@ -62,19 +63,36 @@ def create_run(config: RunConfig, runs_dir: Path | None = None) -> Path:
     The config is validated first: a refused value leaves no run folder."""
     config.validate()
     runs_dir = Path(runs_dir) if runs_dir else default_runs_dir()
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    run_id = f"{stamp}-{config.model.name}-{dataset_label(config.data.spec)}-{secrets.token_hex(2)}"
-    run_dir = runs_dir / run_id
     from engine.run_admin import default_name  # run_admin builds on this module
 
     name = default_name(runs_dir, config)
-    run_dir.mkdir(parents=True)
+    run_dir = _new_run_folder(runs_dir, config)
+    run_id = run_dir.name
     write_json(run_dir / "config.json", config.to_dict())
     write_json(
         run_dir / "status.json",
         {"run_id": run_id, "name": name, "state": "queued", "created_at": now_iso()},
     )
     return run_dir
+
+
+def _new_run_folder(runs_dir: Path, config: RunConfig) -> Path:
+    """Make a run folder named by the time, model, data and a random suffix. Two runs created in
+    the same second (a script, the queue, the tests) may draw the same suffix: mkdir refuses an
+    existing folder, so another suffix is drawn and no run ever shares another's folder."""
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    prefix = f"{stamp}-{config.model.name}-{dataset_label(config.data.spec)}"
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    for _ in range(RUN_ID_TRIES):
+        run_dir = runs_dir / f"{prefix}-{secrets.token_hex(2)}"
+        try:
+            run_dir.mkdir()
+            return run_dir
+        except FileExistsError:
+            continue
+    raise UserError(
+        f"No free run folder name in {runs_dir} after {RUN_ID_TRIES} tries; start the run again."
+    )
 
 
 def launch_run(config: RunConfig, runs_dir: Path | None = None) -> Path:

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ from PIL import Image
 
 from engine import processes, runs
 from engine.config import RunConfig
+from engine.errors import UserError
 from engine.jsonio import read_json, write_json
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -136,6 +138,29 @@ def test_cancel_stops_the_run_and_keeps_the_best_model(tmp_path):
     assert not processes.process_alive(status["pid"])
     assert (run_dir / "best.keras").is_file()
     assert status["epochs_done"] < 200
+
+
+def test_runs_created_in_one_second_never_share_a_folder(tmp_path, monkeypatch):
+    """The run id's random suffix may repeat within a second; the second run draws another."""
+
+    class OneSecond(datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return datetime(2026, 12, 1, 22, 25, 1, tzinfo=tz)
+
+    monkeypatch.setattr(runs, "datetime", OneSecond)
+    suffixes = iter(["a321", "a321", "a321", "b7c0"])
+    monkeypatch.setattr(runs.secrets, "token_hex", lambda _bytes: next(suffixes))
+    first = runs.create_run(RunConfig(), tmp_path)
+    second = runs.create_run(RunConfig(), tmp_path)
+    assert first.name.endswith("-a321") and second.name.endswith("-b7c0")
+    assert runs.read_status(first)["run_id"] == first.name
+    assert runs.read_status(second)["run_id"] == second.name
+    monkeypatch.setattr(runs.secrets, "token_hex", lambda _bytes: "a321")
+    monkeypatch.setattr(runs, "RUN_ID_TRIES", 3)
+    with pytest.raises(UserError, match="No free run folder name"):
+        runs.create_run(RunConfig(), tmp_path)
+    assert sorted(path.name for path in tmp_path.iterdir()) == sorted([first.name, second.name])
 
 
 def test_a_dead_process_reads_as_failed(tmp_path):
