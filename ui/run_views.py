@@ -200,7 +200,7 @@ def selectable_confusion_heatmap(matrix: list[list[int]], class_names: list[str]
     """
     figure = figures.confusion_heatmap(matrix, class_names, normalize)
     heatmap = figure.data[0]
-    names = [figures.plot_text(name) for name in class_names]
+    names = list(heatmap.x)  # the class names as the heatmap shows them
     figure.add_scatter(
         x=[predicted for _ in names for predicted in names],
         y=[true for true in names for _ in names],
