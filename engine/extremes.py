@@ -9,11 +9,13 @@ the feature-statistics idea of Sastry and Oore (2020, "Detecting out-of-distribu
 Gram matrices"): record, for each predicted class, the range each statistic took over the training
 images, and score an image by how far outside those ranges it falls, in units of their widths.
 
-Measured on a flowers128 run (96 px residual_cnn), with the threshold that flags 5 % of its
-validation photos: 83.2 % of 500 cats_vs_dogs photos, 4.9 % of the run's own test photos. With
-ranges measured relative to their ends instead, 81.8 % and 5.4 %, and then mildly sharpened
-(unsharp mask 50 %), blurred or JPEG-compressed test photos gave 4.9 % to 7.6 %: the statistics
-follow what is in a picture more than how crisp it is.
+Measured on flowers128 runs with the threshold that flags 5 % of their validation photos, over the
+positions the first convolution's zero padding does not reach: a residual_cnn with a full-resolution
+first convolution (128 px, 16 filters) flags 97.2 % of 500 cats_vs_dogs photos, 98.6 % of
+mnist_subset and 3.4 % of its own 649 test photos; one with a stride-2 first convolution 96.6 % and
+5.5 %. Earlier, with ranges measured relative to their ends, mildly sharpened (unsharp mask 50 %),
+blurred or JPEG-compressed test photos gave 4.9 % to 7.6 %: the statistics follow what is in a
+picture more than how crisp it is. Small photos scaled up (cifar10_subset) pass as familiar (5 %).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import numpy as np
 
 
 def first_convolution(model):
-    """The output tensor of the model's first Conv2D among its own layers, or None (a model
+    """The first Conv2D among the model's own layers and its output tensor, or None (a model
     whose convolutions sit inside a nested base, as transfer models' do)."""
     import keras
 
@@ -34,18 +36,45 @@ def first_convolution(model):
                 output = layer.output
             except (AttributeError, ValueError):
                 return None
-            return output if len(output.shape) == 4 else None
+            return (layer, output) if len(output.shape) == 4 else None
     return None
 
 
+def padding_reach(layer) -> tuple[int, int]:
+    """How many output rows and columns at each edge of a "same"-padded convolution see its
+    zero padding (0, 0 for "valid"): a kernel of side k reaches (k - 1) // 2 input pixels past the
+    edge, which is that many outputs divided by the stride, rounded up."""
+    if getattr(layer, "padding", "valid") != "same":
+        return 0, 0
+    reach = []
+    for kernel, stride, dilation in zip(
+        layer.kernel_size, layer.strides, layer.dilation_rate, strict=True
+    ):
+        pixels = (kernel - 1) * dilation // 2
+        reach.append(-(-pixels // stride))
+    return reach[0], reach[1]
+
+
 def extremes_tensor(model):
-    """Per channel of the first convolution, its largest answer and its negated smallest
-    (batch x 2 channels), as a tensor of the model's graph; None where there is no such layer."""
+    """Per channel of the first convolution, its largest answer and its negated smallest over the
+    positions its zero padding does not reach (batch x 2 channels), as a tensor of the model's
+    graph; None where there is no such layer.
+
+    The edge positions are left out because there the filters answer the step from the picture to
+    the padding's black, so the extremes would say more about an image's border colour than about
+    what it shows: with them, a flowers128 run with a full-resolution first convolution flagged
+    21.6 % of cats_vs_dogs photos; without them, 97.2 %.
+    """
     import keras
 
-    convolution = first_convolution(model)
-    if convolution is None:
+    found = first_convolution(model)
+    if found is None:
         return None
+    layer, convolution = found
+    rows, columns = padding_reach(layer)
+    height, width = convolution.shape[1], convolution.shape[2]
+    if height is not None and width is not None and height > 2 * rows and width > 2 * columns:
+        convolution = convolution[:, rows : height - rows, columns : width - columns, :]
     return keras.ops.concatenate(
         [
             keras.ops.max(convolution, axis=(1, 2)),

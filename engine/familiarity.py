@@ -25,6 +25,10 @@ from engine.errors import UserError
 from engine.extremes import Extremes, extremes_tensor
 
 FILE_NAME = "familiarity.npz"
+# Raised whenever what the statistics measure changes, so familiarity.npz files fitted the old way
+# are fitted again instead of being compared with new measurements (2: the first convolution's
+# extremes leave out the positions its zero padding reaches).
+STATISTICS_VERSION = 2
 FLAGGED_SHARE = 0.05  # of validation images, by construction of the threshold
 DISTANCE_SHARE = 0.01  # of those, what the distance flags when the ranges are there too
 MAX_FIT_IMAGES = 10_000  # training images measured; a larger split is sampled
@@ -198,7 +202,7 @@ def load_or_fit(run_dir: Path, measure) -> Familiarity:
     """The run's statistics from familiarity.npz, fitted and stored first when missing, stale
     (another model file) or damaged."""
     run_dir = Path(run_dir)
-    identity = feature_io.model_identity(run_dir)
+    identity = f"statistics {STATISTICS_VERSION}, {feature_io.model_identity(run_dir)}"
     stored = feature_io.load_arrays(run_dir / FILE_NAME, identity, ARRAY_NAMES)
     if stored is not None:
         low, high = stored["extremes_low"], stored["extremes_high"]

@@ -96,6 +96,30 @@ def test_with_ranges_the_distance_flags_one_percent_and_the_ranges_the_rest():
     assert not familiarity.unfamiliar(centres[labels[:5]]).any()
 
 
+@pytest.mark.parametrize("strides", [1, 2])
+def test_first_convolution_extremes_leave_out_the_positions_its_padding_reaches(strides):
+    """On a plain grey picture every interior position of a convolution answers the same, so its
+    largest and smallest answers agree; the edge positions, which also see the zero padding,
+    would answer the step to black and pull the two apart."""
+    import keras
+
+    from engine.extremes import extremes_tensor, padding_reach
+
+    inputs = keras.Input((16, 16, 3))
+    layer = keras.layers.Conv2D(4, 3, strides=strides, padding="same", name="conv")
+    outputs = keras.layers.GlobalAveragePooling2D()(layer(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(2)(outputs))
+    assert padding_reach(layer) == (1, 1)
+    layer.set_weights([np.random.default_rng(0).normal(size=(3, 3, 3, 4)), np.zeros(4)])
+    measure = keras.Model(inputs, extremes_tensor(model))
+    grey = np.full((1, 16, 16, 3), 0.5, "float32")
+    statistics = np.asarray(measure(grey))
+    largest, smallest = statistics[0, :4], -statistics[0, 4:]
+    assert np.allclose(largest, smallest, atol=1e-5)
+    answers = np.asarray(keras.Model(inputs, layer.output)(grey))[0]
+    assert not np.allclose(answers.max(axis=(0, 1)), answers.min(axis=(0, 1)))  # the edges differ
+
+
 def test_features_that_are_not_finite_are_refused_in_one_sentence():
     from engine.errors import UserError
 
@@ -141,6 +165,12 @@ def test_the_statistics_are_cached_and_a_damaged_cache_is_fitted_again(tmp_path,
     (run_dir / "best.keras").write_bytes(b"a model trained further")  # another model: fit again
     module.load_or_fit(run_dir, measure=None)
     assert len(fits) == 3
+    module.load_or_fit(run_dir, measure=None)
+    assert len(fits) == 3
+    # statistics fitted the way an older version measured them are fitted again
+    monkeypatch.setattr(module, "STATISTICS_VERSION", module.STATISTICS_VERSION + 1)
+    module.load_or_fit(run_dir, measure=None)
+    assert len(fits) == 4
     assert [path.name for path in run_dir.iterdir() if path.name.startswith(".")] == []
 
 
