@@ -120,6 +120,26 @@ def test_custom_cnn_honours_its_settings():
     assert [layer.units for layer in layers_of(plain, layers.Dense)] == [128, NUM_CLASSES]
 
 
+@pytest.mark.parametrize(
+    "image_size, stem_widths, stem_sides",
+    [(128, [16, 32], [128, 64]), (64, [16], [64]), (32, [32], [32]), (24, [32], [24])],
+)
+def test_residual_cnn_stem_convolves_at_full_resolution_then_pools(
+    image_size, stem_widths, stem_sides
+):
+    """The stem's convolutions see every pixel (stride 1) and max pooling halves the side down
+    to 32 px, where the four residual stages start (32 px and smaller: no pooling)."""
+    model = models.build_model(ModelConfig(name="residual_cnn"), image_size, NUM_CLASSES)
+    stem = [layer for layer in layers_of(model, layers.Conv2D) if layer.name.startswith("stem")]
+    assert [layer.filters for layer in stem] == stem_widths
+    assert all(layer.strides == (1, 1) for layer in stem)
+    assert [layer.input.shape[1] for layer in stem] == stem_sides
+    pools = layers_of(model, layers.MaxPooling2D)
+    assert len(pools) == (len(stem) if image_size > 32 else 0)
+    assert model.get_layer("stage1_out").output.shape[1] == min(image_size, 32)
+    assert model.get_layer("stage4_out").output.shape[1] == -(-min(image_size, 32) // 8)
+
+
 def test_default_cnn_is_custom_cnn_with_the_defaults():
     default = models.build_model(ModelConfig(), IMAGE_SIZE, NUM_CLASSES)
     custom = models.build_model(ModelConfig(name="custom_cnn"), IMAGE_SIZE, NUM_CLASSES)
