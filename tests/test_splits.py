@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import numpy as np
@@ -171,6 +172,35 @@ def test_changed_data_fails_the_manifest(class_folder, change, detail):
     assert str(error.value).endswith("or train a new run.")
     for split in SPLITS:
         assert np.array_equal(later.split_indices[split], before[split])
+
+
+def test_the_same_files_copied_with_new_times_still_match_the_manifest(class_folder, tmp_path):
+    """A folder copied or unpacked again has new modification times, so a new fingerprint, but
+    the same bytes: its runs still evaluate. A manifest without a content digest (an older run)
+    cannot tell, and refuses as before."""
+    trained = load_dataset(DataConfig(spec=str(class_folder), image_size=16, split_seed=1))
+    manifest = json.loads(json.dumps(trained.manifest()))
+    assert len(manifest["content"]) == 40
+    copy = tmp_path / "copied"
+    shutil.copytree(class_folder, copy)
+    for file in copy.rglob("*.png"):
+        os.utime(file, ns=(file.stat().st_mtime_ns + 10**9, file.stat().st_mtime_ns + 10**9))
+    later = load_dataset(DataConfig(spec=str(copy), image_size=16, split_seed=2))
+    assert later.fingerprint != trained.fingerprint
+    later.verify_manifest(manifest)
+    for split in SPLITS:
+        assert np.array_equal(later.split_indices[split], trained.split_indices[split])
+
+    older = {key: value for key, value in manifest.items() if key != "content"}
+    with pytest.raises(UserError, match="were edited or replaced"):
+        load_dataset(DataConfig(spec=str(copy), image_size=16)).verify_manifest(older)
+    # one pixel changed, the size kept: the bytes differ, so the copy is not the trained data
+    file = copy / "dog" / "dog_002.png"
+    data = bytearray(file.read_bytes())
+    data[-20] ^= 0xFF
+    file.write_bytes(bytes(data))
+    with pytest.raises(UserError, match="were edited or replaced"):
+        load_dataset(DataConfig(spec=str(copy), image_size=16)).verify_manifest(manifest)
 
 
 def test_other_class_names_fail_the_manifest(class_folder):

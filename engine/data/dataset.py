@@ -21,7 +21,7 @@ from engine.config import DataConfig
 from engine.data.cache import DecodedCache, Progress, cache_folder_name, default_cache_root
 from engine.data.edits import apply as apply_edits
 from engine.data.items import ItemAccess, ItemImage
-from engine.data.manifest import make_manifest, manifest_splits
+from engine.data.manifest import content_digest, make_manifest, manifest_splits
 from engine.data.pipeline import cache_pipeline
 from engine.data.sources import RawSource
 from engine.data.splits import (
@@ -250,10 +250,16 @@ class Dataset(ItemAccess):
 
     # ----- manifest ----------------------------------------------------------------------
     def manifest(self) -> dict:
-        """What a run trains on: the data's fingerprint, classes, image size and split members."""
+        """What a run trains on: the data's fingerprint and content digest, classes, image size
+        and split members."""
+        ids, content = self.item_ids(), self.content_digest()
         return make_manifest(
-            self.fingerprint, self.class_names, self.image_size, self.item_ids(), self.split_indices
+            self.fingerprint, self.class_names, self.image_size, ids, self.split_indices, content
         )
+
+    def content_digest(self) -> str:
+        """A digest of every item's id and bytes (engine.data.manifest.content_digest)."""
+        return content_digest(self.source, self.item_ids(), self.cache_root)
 
     def verify_manifest(self, manifest: dict) -> None:
         """Use a run's stored split members; UserError when the data is not what it was trained on."""
@@ -264,6 +270,7 @@ class Dataset(ItemAccess):
             self.item_ids(),
             self.source.spec,
             self.config.exclude,
+            self.content_digest,
         )
 
     # ----- pipelines ---------------------------------------------------------------------

@@ -1,18 +1,26 @@
 """A run's manifest: the members of each split by item id, so evaluation uses exactly those.
 
 `make_manifest` writes what a run trains on; `manifest_splits` finds those members in today's data,
-or refuses with a sentence when the data changed since. Files the user excluded (engine.data.edits)
+or refuses with a sentence when the data changed since. The data's fingerprint is a quick stamp
+(file sizes and modification times); a manifest also keeps a digest of every item's bytes, so
+data copied elsewhere or unpacked again, whose times are new but whose files are the same, is
+still the data the run was trained on. Files the user excluded (engine.data.edits)
 are in no split, so they are neither "new" nor "gone" to a manifest made with them excluded.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
+import hashlib
+from collections.abc import Callable, Collection
+from pathlib import Path
 
 import numpy as np
 
 from engine.data.splits import SPLITS
 from engine.errors import UserError
+from engine.jsonio import atomic_write_bytes
+
+CONTENT_FOLDER = "content"  # under the cache root: one digest per data fingerprint
 
 
 def make_manifest(
@@ -21,10 +29,13 @@ def make_manifest(
     image_size: int,
     item_ids: list[str],
     split_indices: dict[str, np.ndarray],
+    content: str = "",
 ) -> dict:
-    """What a run trains on: the data's fingerprint, classes, image size and split members by id."""
+    """What a run trains on: the data's fingerprint and content digest, classes, image size and
+    split members by id."""
     return {
         "fingerprint": fingerprint,
+        "content": content,
         "class_names": list(class_names),
         "image_size": int(image_size),
         "splits": {
@@ -40,16 +51,18 @@ def manifest_splits(
     item_ids: list[str],
     spec: str,
     excluded: Collection[str] = (),
+    content: Callable[[], str] | None = None,
 ) -> dict[str, np.ndarray]:
     """Item numbers of each split a run's manifest stored; UserError when the data changed since.
 
     `excluded` are the ids the run's config leaves out: in the data, and rightly in no split.
+    `content` gives today's content digest; it is asked only when the fingerprints differ.
     """
     if not _well_formed(manifest):
         raise UserError(
             "The data manifest of this run (data_manifest.json) is damaged; train a new run on this data."
         )
-    change = manifest_change(manifest, fingerprint, class_names, item_ids, spec, excluded)
+    change = manifest_change(manifest, fingerprint, class_names, item_ids, spec, excluded, content)
     if change:
         raise UserError(
             f"The data of this run changed since it was trained ({change}); evaluate it on the data it was trained on, or train a new run."
@@ -78,6 +91,7 @@ def manifest_change(
     item_ids: list[str],
     spec: str,
     excluded: Collection[str] = (),
+    content: Callable[[], str] | None = None,
 ) -> str:
     """How the data differs from a manifest's, in a few words; empty when it does not."""
     classes = list(manifest.get("class_names") or [])
@@ -94,6 +108,9 @@ def manifest_change(
     if changes:
         return " and ".join(changes)
     if manifest.get("fingerprint") != fingerprint:
+        stored = manifest.get("content")
+        if isinstance(stored, str) and stored and content is not None and content() == stored:
+            return ""  # new times, the same bytes: copied or unpacked again
         return f"files of {spec} were edited or replaced"
     return ""
 
@@ -114,3 +131,29 @@ def splits_from_ids(splits: dict[str, list[str]], item_ids: list[str]) -> dict[s
 
 def _images(count: int) -> str:
     return "1 image is" if count == 1 else f"{count} images are"
+
+
+def content_digest(source, item_ids: list[str], cache_root: Path) -> str:
+    """A digest of every item's id and bytes, kept under cache_root per data fingerprint so a
+    dataset's files are read for it once. `source` is the RawSource of those item ids."""
+    path = Path(cache_root) / CONTENT_FOLDER / f"{source.fingerprint}.sha1"
+    try:
+        kept = path.read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        kept = ""
+    if len(kept) == 40 and all(character in "0123456789abcdef" for character in kept):
+        return kept
+    digest = hashlib.sha1()
+    for index, item_id in enumerate(item_ids):
+        digest.update(item_id.encode("utf-8", "backslashreplace") + b"\0")
+        try:
+            digest.update(source.content_digest(index).encode("ascii"))
+        except OSError:
+            digest.update(b"unreadable")  # such data never matches a stored digest
+    value = digest.hexdigest()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(path, value.encode("ascii"))
+    except OSError:
+        pass  # a read-only cache: computed, just not kept
+    return value
