@@ -108,10 +108,21 @@ def test_photo_sets_above_the_small_set_size_get_zoom_and_shift(tmp_path, monkey
     assert recipe.recommend(dataset).config["augment"]["resized_crop"] > 0
 
 
-def test_large_photos_are_trained_at_128_pixels(tmp_path):
-    assert (
-        recipe.recommend(colour_photos(tmp_path / "big", 200)).config["data"]["image_size"] == 128
-    )
+def test_large_photos_train_from_scratch_at_160_pixels_unless_the_set_is_small(
+    tmp_path, monkeypatch
+):
+    big, medium = colour_photos(tmp_path / "big", 200), colour_photos(tmp_path / "medium", 150)
+    # 12 training photos are a small set: 128 px, where small sets were measured
+    assert recipe.recommend(big).config["data"]["image_size"] == 128
+    monkeypatch.setattr(recipe, "SMALL_PHOTO_SET", 1)
+    chosen = recipe.recommend(big)
+    assert chosen.config["data"]["image_size"] == 160
+    assert "so 160x160 inputs" in chosen.notes[0]
+    # photos under 160 px are not enlarged; transfer learning keeps its 128 px
+    assert recipe.recommend(medium).config["data"]["image_size"] == 128
+    transfer = recipe.recommend(big, weights_available=lambda name, size: True)
+    assert transfer.kind == "transfer" and transfer.config["data"]["image_size"] == 128
+    assert "so 128x128 inputs" in transfer.notes[0]
 
 
 def test_digits_get_no_flips():
