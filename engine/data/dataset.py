@@ -250,16 +250,8 @@ class Dataset(ItemAccess):
 
     # ----- manifest ----------------------------------------------------------------------
     def manifest(self) -> dict:
-        """What a run trains on: the data's fingerprint and content digest, classes, image size
-        and split members."""
-        ids, content = self.item_ids(), self.content_digest()
-        return make_manifest(
-            self.fingerprint, self.class_names, self.image_size, ids, self.split_indices, content
-        )
-
-    def content_digest(self) -> str:
-        """A digest of every item's id and bytes (engine.data.manifest.content_digest)."""
-        return content_digest(self.source, self.item_ids(), self.cache_root)
+        """What a run trains on (engine.data.manifest.make_manifest)."""
+        return make_manifest(self)
 
     def verify_manifest(self, manifest: dict) -> None:
         """Use a run's stored split members; UserError when the data is not what it was trained on."""
@@ -270,7 +262,7 @@ class Dataset(ItemAccess):
             self.item_ids(),
             self.source.spec,
             self.config.exclude,
-            self.content_digest,
+            lambda: content_digest(self),
         )
 
     # ----- pipelines ---------------------------------------------------------------------

@@ -23,23 +23,18 @@ from engine.jsonio import atomic_write_bytes
 CONTENT_FOLDER = "content"  # under the cache root: one digest per data fingerprint
 
 
-def make_manifest(
-    fingerprint: str,
-    class_names: list[str],
-    image_size: int,
-    item_ids: list[str],
-    split_indices: dict[str, np.ndarray],
-    content: str = "",
-) -> dict:
+def make_manifest(dataset) -> dict:
     """What a run trains on: the data's fingerprint and content digest, classes, image size and
-    split members by id."""
+    split members by id, from an engine.data.Dataset."""
+    item_ids = dataset.item_ids()
     return {
-        "fingerprint": fingerprint,
-        "content": content,
-        "class_names": list(class_names),
-        "image_size": int(image_size),
+        "fingerprint": dataset.fingerprint,
+        "content": content_digest(dataset),
+        "class_names": list(dataset.class_names),
+        "image_size": int(dataset.image_size),
         "splits": {
-            split: [item_ids[index] for index in split_indices[split].tolist()] for split in SPLITS
+            split: [item_ids[index] for index in dataset.split_indices[split].tolist()]
+            for split in SPLITS
         },
     }
 
@@ -133,10 +128,11 @@ def _images(count: int) -> str:
     return "1 image is" if count == 1 else f"{count} images are"
 
 
-def content_digest(source, item_ids: list[str], cache_root: Path) -> str:
-    """A digest of every item's id and bytes, kept under cache_root per data fingerprint so a
-    dataset's files are read for it once. `source` is the RawSource of those item ids."""
-    path = Path(cache_root) / CONTENT_FOLDER / f"{source.fingerprint}.sha1"
+def content_digest(dataset) -> str:
+    """A digest of every item's id and bytes, kept under the dataset's cache root per data
+    fingerprint so a dataset's files are read for it once."""
+    source = dataset.source
+    path = Path(dataset.cache_root) / CONTENT_FOLDER / f"{source.fingerprint}.sha1"
     try:
         kept = path.read_text(encoding="ascii").strip()
     except (OSError, UnicodeDecodeError):
@@ -144,7 +140,7 @@ def content_digest(source, item_ids: list[str], cache_root: Path) -> str:
     if len(kept) == 40 and all(character in "0123456789abcdef" for character in kept):
         return kept
     digest = hashlib.sha1()
-    for index, item_id in enumerate(item_ids):
+    for index, item_id in enumerate(dataset.item_ids()):
         digest.update(item_id.encode("utf-8", "backslashreplace") + b"\0")
         try:
             digest.update(source.content_digest(index).encode("ascii"))
