@@ -99,6 +99,9 @@ def compute_metrics(
         )
         if num_classes > 2
         else float(metrics.accuracy_score(labels, predicted)),
+        # The mean of the per-class recalls over the classes the split has: what accuracy would be
+        # with every class equally common. Shown in place of top-k where k is 1 (two classes).
+        "balanced_accuracy": float(np.mean(recall[present])) if present else 0.0,
         "macro_avg": average("macro"),
         "weighted_avg": average("weighted"),
         "per_class": per_class,

@@ -83,11 +83,19 @@ columns[0].metric(
     help=evaluation_accuracy_text(evaluation),
     border=True,
 )
-columns[1].metric(
-    f"{split.capitalize()} top-{top_k} accuracy",
-    percent(evaluation["top_k_accuracy"]),
-    border=True,
-)
+if top_k > 1:
+    columns[1].metric(
+        f"{split.capitalize()} top-{top_k} accuracy",
+        percent(evaluation["top_k_accuracy"]),
+        border=True,
+    )
+else:  # two classes: top-1 is the accuracy again, so the card shows balanced accuracy instead
+    columns[1].metric(
+        f"{split.capitalize()} balanced accuracy",
+        percent(evaluation.get("balanced_accuracy", evaluation["macro_avg"]["recall"])),
+        help="The mean of the per-class recalls: the accuracy if every class were equally common.",
+        border=True,
+    )
 columns[2].metric("Macro F1", evaluation["macro_avg"]["f1-score"], format="%.3f", border=True)
 columns[3].metric("Weighted F1", evaluation["weighted_avg"]["f1-score"], format="%.3f", border=True)
 columns[4].metric("Images evaluated", evaluation["count"], format="localized", border=True)

@@ -82,6 +82,18 @@ def test_two_classes_report_plain_accuracy_as_top_k():
     assert result["accuracy"] == 0.5 and result["top_k"] == 1 and result["top_k_accuracy"] == 0.5
 
 
+def test_balanced_accuracy_equals_scikit_learns():
+    # Unequal classes (6 "no", 2 "yes"), so balanced and plain accuracy differ.
+    labels = np.array([0, 0, 0, 0, 0, 0, 1, 1])
+    predicted = np.array([0, 0, 0, 0, 0, 1, 1, 0])
+    probabilities = np.eye(2)[predicted] * 0.8 + 0.1
+    result = compute_metrics(labels, probabilities, ["no", "yes"])
+    assert result["balanced_accuracy"] == pytest.approx(
+        metrics.balanced_accuracy_score(labels, predicted)
+    )
+    assert result["balanced_accuracy"] != pytest.approx(result["accuracy"])
+
+
 def test_averages_cover_the_classes_the_split_has():
     # "dog" (3) has no image in this split: it keeps a row, but is no F1 of 0 in the averages.
     labels = np.array([0, 0, 0, 1, 1, 1, 2, 2, 2, 2])
@@ -110,6 +122,9 @@ def test_averages_cover_the_classes_the_split_has():
         "out of the macro and weighted averages."
     ]
     assert np.array(result["confusion_matrix"]).shape == (4, 4)
+    with pytest.warns(UserWarning):  # scikit-learn's: y_pred has a class y_true lacks
+        expected = metrics.balanced_accuracy_score(labels, predicted)
+    assert result["balanced_accuracy"] == pytest.approx(expected)
 
 
 def test_split_labels_never_call_validation_test():

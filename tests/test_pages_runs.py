@@ -99,6 +99,23 @@ def test_evaluate_shows_metrics_and_confusion_matrix(with_run):
     assert at.get("image"), "the misclassified gallery shows images"
 
 
+def test_evaluate_shows_balanced_accuracy_where_top_k_would_repeat_the_accuracy(with_run):
+    path = with_run / "evaluation.json"
+    evaluation = json.loads(path.read_text())
+    metrics = {metric.label: metric.value for metric in page("evaluate").metric}
+    assert evaluation["top_k"] > 1  # ten digits
+    assert metrics[f"Test top-{evaluation['top_k']} accuracy"] == percent(
+        evaluation["top_k_accuracy"]
+    )
+    assert "Test balanced accuracy" not in metrics
+    # What a two-class evaluation holds: top-1, the accuracy again.
+    evaluation.update(top_k=1, top_k_accuracy=evaluation["accuracy"])
+    path.write_text(json.dumps(evaluation))
+    metrics = {metric.label: metric.value for metric in page("evaluate").metric}
+    assert "Test top-1 accuracy" not in metrics
+    assert metrics["Test balanced accuracy"] == percent(evaluation["balanced_accuracy"])
+
+
 def test_evaluate_lists_names_when_the_dataset_is_gone(with_run, monkeypatch):
     from engine.errors import UserError
     from ui import services
