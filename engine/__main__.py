@@ -103,9 +103,10 @@ def run_train(args: argparse.Namespace) -> int:
     else:
         config, recipe = resolved_config(args)
         distributed.check_config(config, workers)
-        for note in recipe.notes:
+        from engine.recipe import describe, notes_for
+
+        for note in notes_for(recipe.notes, recipe.train_count, config):
             print(f"recipe: {note}", file=sys.stderr, flush=True)
-        from engine.recipe import describe
 
         print(f"using: {describe(config)}", file=sys.stderr, flush=True)
         if not writes_run:

@@ -79,6 +79,7 @@ class Recipe:
     kind: str  # photos, small colour images, grey images, transfer
     config: dict[str, dict[str, Any]]  # a partial RunConfig dict
     notes: list[str] = field(default_factory=list)
+    train_count: int = 0  # training images, for the time-budget note (see notes_for)
 
 
 def describe_images(dataset) -> dict[str, Any]:
@@ -142,6 +143,7 @@ def recommend(dataset, weights_available: Callable[[str, int], bool] | None = No
                     f"ImageNet weights for {TRANSFER_MODEL} are available: two-phase transfer "
                     "learning (the head first, then the top block fine-tuned)",
                 ],
+                train_count,
             )
         notes = photo_notes(scratch_size)
         if weights_available is not None:
@@ -157,7 +159,8 @@ def recommend(dataset, weights_available: Callable[[str, int], bool] | None = No
                 "model": {"name": "residual_cnn", "dropout": 0.2},
                 "train": {**TRAIN_COMMON, "time_budget_minutes": 15.0},
             },
-            notes + [_budget_note(train_count, 15.0)],
+            notes,
+            train_count,
         )
     size = int(min(64, max(32, side)))
     if colour:
@@ -174,8 +177,8 @@ def recommend(dataset, weights_available: Callable[[str, int], bool] | None = No
                 + ("shifts" if mirror else "flips and shifts")
                 + ", no label smoothing",
                 *([mirror] if mirror else []),
-                _budget_note(train_count, 10.0),
             ],
+            train_count,
         )
     return Recipe(
         "grey images",
@@ -188,8 +191,8 @@ def recommend(dataset, weights_available: Callable[[str, int], bool] | None = No
         [
             f"grey images such as digits (median side {side} px): {size}x{size} inputs, small "
             "shifts and zoom, no flips",
-            _budget_note(train_count, 1.5),
         ],
+        train_count,
     )
 
 
@@ -208,11 +211,16 @@ def _without_flips(augment: dict[str, Any], mirror: str) -> dict[str, Any]:
     }
 
 
-def _budget_note(train_count: int, minutes: float) -> str:
-    return (
-        f"epochs are fitted to a {minutes:g}-minute training budget on this machine "
-        f"({train_count} training images)"
-    )
+def notes_for(notes: list[str], train_count: int, config: RunConfig) -> list[str]:
+    """A recipe's notes for the resolved config: with the time-budget sentence of its own budget
+    when its epochs are fitted to one (train.epochs 0), without it when the user set epochs."""
+    if config.train.epochs:
+        return list(notes)
+    return [
+        *notes,
+        f"epochs are fitted to a {config.train.time_budget_minutes:g}-minute training budget on "
+        f"this machine ({train_count:,} training images)",
+    ]
 
 
 def merge(base: dict, override: dict) -> dict:

@@ -95,11 +95,7 @@ except UserError as error:
 
 st.subheader("This run will use")
 if config is not None:
-    notes = [
-        note
-        for note in recipe["notes"]
-        if config.train.epochs == 0 or not note.startswith("epochs are fitted")
-    ]
+    notes = services.recipe_notes(recipe, config)
     rows = train_form.run_summary(config, summary, notes + services.transfer_notes(config.model))
     # st.table renders Markdown in its cells, and the dataset's path is one of them.
     st.table({"setting": [row[0] for row in rows], "value": [plain(row[1]) for row in rows]})

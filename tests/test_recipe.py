@@ -171,6 +171,24 @@ def test_what_the_user_sets_wins_over_the_recipe(tmp_path):
     assert config.train.optimizer == chosen.config["train"]["optimizer"]
 
 
+def test_the_budget_note_names_the_budget_the_run_will_use(tmp_path):
+    dataset = colour_photos(tmp_path / "photos", 96)
+    train_count = len(dataset.indices("train"))
+
+    def budget_notes(user):
+        config, chosen = recipe.resolve(dataset, user)
+        assert chosen.train_count == train_count
+        notes = recipe.notes_for(chosen.notes, chosen.train_count, config)
+        return [note for note in notes if "budget" in note]
+
+    assert budget_notes({}) == [
+        f"epochs are fitted to a 15-minute training budget on this machine ({train_count} "
+        "training images)"
+    ]
+    assert "a 5-minute training budget" in budget_notes({"train": {"time_budget_minutes": 5}})[0]
+    assert budget_notes({"train": {"epochs": 7}}) == []  # no budget when the user sets epochs
+
+
 def mirrored_and_plain_folders(root):
     """Two sets of noise pictures: classes told apart by where a bright bar sits (left or right:
     mirror images of each other), and classes told apart by colour (a flip keeps the class)."""

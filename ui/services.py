@@ -14,7 +14,7 @@ from collections.abc import Callable
 import numpy as np
 import streamlit as st
 
-from engine.config import AugmentConfig, DataConfig
+from engine.config import AugmentConfig, DataConfig, RunConfig
 from engine.data import Dataset, load_dataset
 from engine.data.items import ItemImage
 from engine.errors import UserError
@@ -206,12 +206,25 @@ def _recipe(key: str) -> dict:
         from engine.recipe import default_weights_check, recommend
 
     recipe = recommend(_dataset(key), default_weights_check)
-    return {"kind": recipe.kind, "config": recipe.config, "notes": recipe.notes}
+    return {
+        "kind": recipe.kind,
+        "config": recipe.config,
+        "notes": recipe.notes,
+        "train_count": recipe.train_count,
+    }
 
 
 def recipe(config: DataConfig) -> dict:
-    """The engine's recipe for this dataset: {"kind", "config" (partial RunConfig), "notes"}."""
+    """The engine's recipe for this dataset: {"kind", "config" (partial RunConfig), "notes",
+    "train_count"}."""
     return _recipe(dataset_key(config))
+
+
+def recipe_notes(recipe: dict, config: RunConfig) -> list[str]:
+    """The recipe's notes for the config the form resolved (its own time budget, if any)."""
+    from engine.recipe import notes_for
+
+    return notes_for(recipe["notes"], recipe.get("train_count", 0), config)
 
 
 def transfer_notes(model_config) -> list[str]:
@@ -225,8 +238,6 @@ def transfer_notes(model_config) -> list[str]:
 
 def check_config(config) -> None:
     """Raise the engine's UserError for a config that cannot train (before a run is created)."""
-    from engine.config import RunConfig
-
     RunConfig.from_dict(config.to_dict())
     from engine import models
 
