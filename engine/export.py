@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 import time
 import uuid
 import warnings
@@ -26,6 +25,7 @@ import numpy as np
 from engine import runs
 from engine.errors import UserError
 from engine.jsonio import dumps, read_json_object
+from engine.staging import owner_tag, staging_folder
 
 FORMATS = {
     "savedmodel": "TensorFlow SavedModel",
@@ -74,8 +74,7 @@ def export(
     model = load_model(model_file)
     dataset, split, indices = _evaluated_split(run_dir, config, evaluation)
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    building = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
+    building = staging_folder(target)
     try:
         report(0.15, f"Writing the {FORMATS[format]} file...")
         artifact = building / ("saved_model" if format == "savedmodel" else "model.tflite")
@@ -243,7 +242,9 @@ def _replace(building: Path, target: Path) -> None:
     if not target.exists():
         os.replace(building, target)
         return
-    old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
+    # Named as engine.staging names temporaries, so a kill between the renames leaves nothing
+    # the next export to this folder would not remove.
+    old = target.with_name(f".{target.name}.{owner_tag()}.old-{uuid.uuid4().hex[:8]}.tmp")
     os.replace(target, old)
     os.replace(building, target)
     shutil.rmtree(old, ignore_errors=True)

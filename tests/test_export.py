@@ -149,6 +149,26 @@ def test_a_failed_export_leaves_no_folder_and_keeps_the_earlier_one(trained_run,
     assert (earlier / "model.tflite").stat().st_size > 1000
 
 
+def test_an_export_removes_what_a_killed_export_left(trained_run, tmp_path):
+    from test_staging import ended_process
+
+    pid, started = ended_process()
+    out = tmp_path / "export"
+    leftovers = [
+        tmp_path / f".export.{pid}-{started}.k1lled.tmp",  # the folder being built
+        tmp_path / f".export.{pid}-{started}.old-0123abcd.tmp",  # an earlier export moved aside
+    ]
+    for leftover in leftovers:
+        leftover.mkdir()
+        (leftover / "model.tflite").write_bytes(b"half a model")
+
+    info = export(trained_run, "tflite", out)
+
+    assert [path.exists() for path in leftovers] == [False, False]
+    assert Path(info["folder"]) == out and (out / "model.tflite").stat().st_size > 1000
+    assert [p.name for p in tmp_path.iterdir()] == ["export"]
+
+
 def test_wrong_format_and_a_foreign_folder_are_refused(trained_run, tmp_path):
     with pytest.raises(UserError, match="'onnx' is not one of savedmodel, tflite, tflite_dynamic"):
         export(trained_run, "onnx")

@@ -15,7 +15,6 @@ import json
 import math
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -34,6 +33,7 @@ from engine.data.images import (
 from engine.data.sources import RawSource
 from engine.errors import UserError
 from engine.jsonio import write_json
+from engine.staging import staging_file
 
 Progress = Callable[[int, int], None]  # (done, total)
 ZERO_CHUNK = 16 * 1024**2  # bytes written at a time where the file system cannot fallocate
@@ -158,10 +158,7 @@ class DecodedCache:
         free = shutil.disk_usage(self.directory).free
         if free < needed:
             raise disk_full(self.directory, needed, free)
-        descriptor, temporary = tempfile.mkstemp(
-            dir=self.directory, prefix=".images.", suffix=".tmp"
-        )
-        os.close(descriptor)
+        temporary = staging_file(self.path)
         try:
             images = allocate_array(Path(temporary), self.shape)
             valid = np.ones(count, dtype=bool)

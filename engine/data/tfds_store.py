@@ -12,7 +12,6 @@ import io
 import json
 import os
 import shutil
-import tempfile
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from PIL import Image
 from engine.data.cache import Progress
 from engine.data.images import ImageError, open_image, read_header
 from engine.data.sources import RawSource
+from engine.staging import staging_folder
 
 STORE_FORMAT = 1
 
@@ -77,8 +77,7 @@ def build_store(
     dataset's name, builder name, version and class names, kept in meta.json.
     """
     total = sum(count for *_, count in readers)
-    store.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=store.parent, prefix=f".{store.name}."))
+    staging = staging_folder(store)
     try:
         offsets, labels, headers, split_meta, modes = [0], [], [], [], ["L", "RGB"]
         done = 0

@@ -13,7 +13,6 @@ import errno
 import hashlib
 import os
 import shutil
-import tempfile
 import zipfile
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -23,6 +22,7 @@ from engine.data.folders import load_folder_source
 from engine.data.sources import RawSource, human_size, source_hash
 from engine.errors import UserError
 from engine.jsonio import read_json, write_json
+from engine.staging import staging_folder
 
 MAX_ZIP_BYTES = 8 * 1024**3
 MAX_ZIP_ENTRIES = 2_000_000
@@ -77,7 +77,7 @@ def extract_zip_safely(file: Path, target: Path, max_bytes: int = MAX_ZIP_BYTES)
             raise UserError(
                 f"Unpacking {file.name} needs {human_size(needed + DISK_MARGIN_BYTES)} but {target.parent} has {human_size(free)} free; free some disk space and load it again."
             )
-        staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+        staging = staging_folder(target)
         try:
             for entry, parts in plan:
                 reason = _extract_entry(archive, entry, staging.joinpath(*parts), file.name)
