@@ -72,7 +72,8 @@ def _fit(
         config = with_epochs(config, resume["total_epochs"])  # config.json keeps what was asked
     else:
         write_json(run_dir / "load_report.json", dataset.report())
-        write_json(run_dir / "data_manifest.json", dataset.manifest())
+        manifest = dataset.manifest(progress=_reading_progress(run_dir, cancel_flag, echo))
+        write_json(run_dir / "data_manifest.json", manifest)
     if config.train.epochs == 0:
         runs.update_status(run_dir, phase="measuring speed to fit the time budget")
         from engine.budget import fit_epochs_to_budget
@@ -186,6 +187,25 @@ def _index_progress(run_dir: Path, echo: TextIO | None):
             runs.update_status(run_dir, phase=f"reading file headers {done}/{total}")
             if echo and total >= 5000:
                 print(f"reading file headers {done}/{total}", file=echo, flush=True)
+
+    return progress
+
+
+def _reading_progress(run_dir: Path, cancel_flag: dict, echo: TextIO | None):
+    """Status (and, after 5 s, terminal lines) while a new dataset's bytes are read for its
+    manifest's content digest (engine.data.manifest), once per data fingerprint."""
+    last, started = [0.0], time.monotonic()
+
+    def progress(done: int, total: int) -> None:
+        now = time.monotonic()
+        if now - last[0] > STATUS_INTERVAL_SECONDS or done == total:
+            last[0] = now
+            phase = f"reading the data's bytes for its manifest {done}/{total}"
+            runs.update_status(run_dir, phase=phase)
+            if echo and now - started > 5:
+                print(phase, file=echo, flush=True)
+        if cancel_flag["set"]:
+            raise cb.Cancelled()
 
     return progress
 

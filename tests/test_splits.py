@@ -203,6 +203,18 @@ def test_the_same_files_copied_with_new_times_still_match_the_manifest(class_fol
         load_dataset(DataConfig(spec=str(copy), image_size=16)).verify_manifest(manifest)
 
 
+def test_the_content_digest_reports_its_reading_once_per_fingerprint(class_folder):
+    dataset = load_dataset(DataConfig(spec=str(class_folder), image_size=16))
+    count = len(dataset.item_ids())
+    calls = []
+    first = dataset.manifest(progress=lambda done, total: calls.append((done, total)))
+    assert calls == [(done, count) for done in range(1, count + 1)]
+    calls.clear()
+    again = load_dataset(DataConfig(spec=str(class_folder), image_size=16))
+    assert again.manifest(progress=lambda *done: calls.append(done)) == first
+    assert calls == []  # the digest was kept: nothing is read again
+
+
 def test_other_class_names_fail_the_manifest(class_folder):
     manifest = load_dataset(DataConfig(spec=str(class_folder))).manifest()
     manifest["class_names"] = ["cat", "dog", "wolf"]

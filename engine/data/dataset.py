@@ -249,9 +249,9 @@ class Dataset(ItemAccess):
         return self._cache.images()
 
     # ----- manifest ----------------------------------------------------------------------
-    def manifest(self) -> dict:
+    def manifest(self, progress: Progress | None = None) -> dict:
         """What a run trains on (engine.data.manifest.make_manifest)."""
-        return make_manifest(self)
+        return make_manifest(self, progress)
 
     def verify_manifest(self, manifest: dict) -> None:
         """Use a run's stored split members; UserError when the data is not what it was trained on."""

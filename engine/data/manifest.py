@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.data.cache import Progress
 from engine.data.splits import SPLITS
 from engine.errors import UserError
 from engine.jsonio import atomic_write_bytes
@@ -23,13 +24,14 @@ from engine.jsonio import atomic_write_bytes
 CONTENT_FOLDER = "content"  # under the cache root: one digest per data fingerprint
 
 
-def make_manifest(dataset) -> dict:
+def make_manifest(dataset, progress: Progress | None = None) -> dict:
     """What a run trains on: the data's fingerprint and content digest, classes, image size and
-    split members by id, from an engine.data.Dataset."""
+    split members by id, from an engine.data.Dataset. progress(done, total) follows the digest's
+    reading of every item, the slow part the first time a dataset is seen."""
     item_ids = dataset.item_ids()
     return {
         "fingerprint": dataset.fingerprint,
-        "content": content_digest(dataset),
+        "content": content_digest(dataset, progress),
         "class_names": list(dataset.class_names),
         "image_size": int(dataset.image_size),
         "splits": {
@@ -128,9 +130,9 @@ def _images(count: int) -> str:
     return "1 image is" if count == 1 else f"{count} images are"
 
 
-def content_digest(dataset) -> str:
+def content_digest(dataset, progress: Progress | None = None) -> str:
     """A digest of every item's id and bytes, kept under the dataset's cache root per data
-    fingerprint so a dataset's files are read for it once."""
+    fingerprint so a dataset's files are read for it once; progress(done, total) per item."""
     source = dataset.source
     path = Path(dataset.cache_root) / CONTENT_FOLDER / f"{source.fingerprint}.sha1"
     try:
@@ -140,12 +142,15 @@ def content_digest(dataset) -> str:
     if len(kept) == 40 and all(character in "0123456789abcdef" for character in kept):
         return kept
     digest = hashlib.sha1()
-    for index, item_id in enumerate(dataset.item_ids()):
+    item_ids = dataset.item_ids()
+    for index, item_id in enumerate(item_ids):
         digest.update(item_id.encode("utf-8", "backslashreplace") + b"\0")
         try:
             digest.update(source.content_digest(index).encode("ascii"))
         except OSError:
             digest.update(b"unreadable")  # such data never matches a stored digest
+        if progress:
+            progress(index + 1, len(item_ids))
     value = digest.hexdigest()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
