@@ -99,9 +99,7 @@ def compute_metrics(
         )
         if num_classes > 2
         else float(metrics.accuracy_score(labels, predicted)),
-        # The mean of the per-class recalls over the classes the split has: what accuracy would be
-        # with every class equally common. Shown in place of top-k where k is 1 (two classes).
-        "balanced_accuracy": float(np.mean(recall[present])) if present else 0.0,
+        "accuracy_interval": accuracy_interval(int((predicted == labels).sum()), len(labels)),
         "macro_avg": average("macro"),
         "weighted_avg": average("weighted"),
         "per_class": per_class,
@@ -110,6 +108,17 @@ def compute_metrics(
         "warnings": warnings,
         "confusion_matrix": metrics.confusion_matrix(labels, predicted, labels=class_ids).tolist(),
     }
+
+
+def accuracy_interval(correct: int, count: int) -> list[float]:
+    """The 95 % Wilson score interval of an accuracy of correct out of count images: where the
+    accuracy on all such images likely lies. [0, 1] without images."""
+    if count == 0:
+        return [0.0, 1.0]
+    from scipy.stats import binomtest
+
+    interval = binomtest(correct, count).proportion_ci(confidence_level=0.95, method="wilson")
+    return [float(interval.low), float(interval.high)]
 
 
 def error_analysis(

@@ -12,6 +12,7 @@ from ui import explain_views, run_services, state
 from ui.export_views import export_section
 from ui.run_views import (
     ALL_PAIRS,
+    accuracy_interval_text,
     completed_runs,
     evaluation_accuracy_text,
     no_runs_message,
@@ -89,11 +90,15 @@ if top_k > 1:
         percent(evaluation["top_k_accuracy"]),
         border=True,
     )
-else:  # two classes: top-1 is the accuracy again, so the card shows balanced accuracy instead
+else:  # two classes: top-1 is the accuracy again, so the card shows how sure that number is
     columns[1].metric(
-        f"{split.capitalize()} balanced accuracy",
-        percent(evaluation.get("balanced_accuracy", evaluation["macro_avg"]["recall"])),
-        help="The mean of the per-class recalls: the accuracy if every class were equally common.",
+        f"{split.capitalize()} accuracy, 95 % interval",
+        accuracy_interval_text(evaluation),
+        help=(
+            f"Where the accuracy on all such images likely lies, from {evaluation['count']:,} "
+            "images (Wilson score interval): runs whose intervals overlap widely may not differ. "
+            "Compare tests two runs on the same images."
+        ),
         border=True,
     )
 columns[2].metric("Macro F1", evaluation["macro_avg"]["f1-score"], format="%.3f", border=True)

@@ -99,7 +99,9 @@ def test_evaluate_shows_metrics_and_confusion_matrix(with_run):
     assert at.get("image"), "the misclassified gallery shows images"
 
 
-def test_evaluate_shows_balanced_accuracy_where_top_k_would_repeat_the_accuracy(with_run):
+def test_evaluate_shows_the_accuracy_interval_where_top_k_would_repeat_the_accuracy(with_run):
+    from engine.evaluation import accuracy_interval
+
     path = with_run / "evaluation.json"
     evaluation = json.loads(path.read_text())
     metrics = {metric.label: metric.value for metric in page("evaluate").metric}
@@ -107,13 +109,21 @@ def test_evaluate_shows_balanced_accuracy_where_top_k_would_repeat_the_accuracy(
     assert metrics[f"Test top-{evaluation['top_k']} accuracy"] == percent(
         evaluation["top_k_accuracy"]
     )
-    assert "Test balanced accuracy" not in metrics
+    assert "Test accuracy, 95 % interval" not in metrics
     # What a two-class evaluation holds: top-1, the accuracy again.
     evaluation.update(top_k=1, top_k_accuracy=evaluation["accuracy"])
     path.write_text(json.dumps(evaluation))
     metrics = {metric.label: metric.value for metric in page("evaluate").metric}
     assert "Test top-1 accuracy" not in metrics
-    assert metrics["Test balanced accuracy"] == percent(evaluation["balanced_accuracy"])
+    low, high = evaluation["accuracy_interval"]
+    assert metrics["Test accuracy, 95 % interval"] == f"{low * 100:.1f}-{high * 100:.1f} %"
+    # An evaluation from before the interval was stored: the same interval from accuracy and count
+    del evaluation["accuracy_interval"]
+    path.write_text(json.dumps(evaluation))
+    metrics = {metric.label: metric.value for metric in page("evaluate").metric}
+    correct = round(evaluation["accuracy"] * evaluation["count"])
+    low, high = accuracy_interval(correct, evaluation["count"])
+    assert metrics["Test accuracy, 95 % interval"] == f"{low * 100:.1f}-{high * 100:.1f} %"
 
 
 def test_evaluate_lists_names_when_the_dataset_is_gone(with_run, monkeypatch):

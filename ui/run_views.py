@@ -60,6 +60,19 @@ def evaluation_accuracy_text(evaluation: dict) -> str:
     return accuracy_text(evaluation.get("accuracy"), label)
 
 
+def accuracy_interval_text(evaluation: dict) -> str:
+    """The accuracy's 95 % interval, such as "82.5-88.6 %" ("-" without a count); evaluations
+    from before the interval was stored get it from their accuracy and count."""
+    interval, count = evaluation.get("accuracy_interval"), evaluation.get("count")
+    if not (isinstance(interval, list) and len(interval) == 2):
+        if not isinstance(count, int) or not isinstance(evaluation.get("accuracy"), float):
+            return "-"
+        from engine.evaluation import accuracy_interval
+
+        interval = accuracy_interval(round(evaluation["accuracy"] * count), count)
+    return f"{interval[0] * 100:.1f}-{interval[1] * 100:.1f} %"
+
+
 def run_label(run: dict) -> str:
     return f"{run_admin.display_name(run)} · {run_accuracy_text(run)}"
 
