@@ -176,7 +176,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
     result = evaluate_run(args.run_dir, tta=args.tta)
     keys = (
-        "split split_label model_file tta count accuracy top_k top_k_accuracy "
+        "split split_label model_file tta count accuracy accuracy_interval top_k top_k_accuracy "
         "misclassified_count classes_without_images"
     )
     brief = {key: result[key] for key in keys.split()}

@@ -89,9 +89,11 @@ def test_cli_run_files_agree(digits_run):
 def test_cli_evaluate_and_predict(digits_run, tmp_path):
     evaluated = engine_cli("evaluate", str(digits_run))
     assert evaluated.returncode == 0, evaluated.stderr[-2000:]
-    assert json.loads(evaluated.stdout)["accuracy"] == pytest.approx(
-        read_json(digits_run / "evaluation.json")["accuracy"]
-    )
+    printed, saved = json.loads(evaluated.stdout), read_json(digits_run / "evaluation.json")
+    assert printed["accuracy"] == pytest.approx(saved["accuracy"])
+    low, high = printed["accuracy_interval"]
+    assert low <= printed["accuracy"] <= high and low < high
+    assert [low, high] == saved["accuracy_interval"]
 
     from sklearn.datasets import load_digits
 
