@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import shutil
 import time
-import uuid
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -25,7 +24,7 @@ import numpy as np
 from engine import runs
 from engine.errors import UserError
 from engine.jsonio import dumps, read_json_object
-from engine.staging import owner_tag, staging_folder
+from engine.staging import aside_path, staging_folder
 
 FORMATS = {
     "savedmodel": "TensorFlow SavedModel",
@@ -242,9 +241,7 @@ def _replace(building: Path, target: Path) -> None:
     if not target.exists():
         os.replace(building, target)
         return
-    # Named as engine.staging names temporaries, so a kill between the renames leaves nothing
-    # the next export to this folder would not remove.
-    old = target.with_name(f".{target.name}.{owner_tag()}.old-{uuid.uuid4().hex[:8]}.tmp")
+    old = aside_path(target, "old")  # a kill between the renames: the next export removes it
     os.replace(target, old)
     os.replace(building, target)
     shutil.rmtree(old, ignore_errors=True)

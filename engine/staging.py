@@ -15,6 +15,7 @@ from __future__ import annotations
 import glob
 import os
 import re
+import secrets
 import shutil
 import tempfile
 from pathlib import Path
@@ -47,6 +48,13 @@ def staging_file(target: Path) -> Path:
     descriptor, name = tempfile.mkstemp(dir=target.parent, prefix=_prefix(target), suffix=SUFFIX)
     os.close(descriptor)
     return Path(name)
+
+
+def aside_path(target: Path, label: str) -> Path:
+    """A new, unused temporary name beside target to move something aside to (not created): a
+    writer killed before removing it leaves a leftover the next writer removes."""
+    target = Path(target)
+    return target.with_name(f"{_prefix(target)}{label}-{secrets.token_hex(4)}{SUFFIX}")
 
 
 def remove_leftovers(target: Path) -> list[Path]:
